@@ -1,0 +1,58 @@
+// Micro-kernels of edgevit::lgl_fused: the per-ISA inner loops the fused driver (lgl_fused.cpp)
+// is built from. Torch-free: plain pointers, sizes and strides.
+//
+// Every ISA variant fills one LglUKernels<float> table with the same signatures; the scalar
+// variant (lgl_fused_scalar.cpp) is always compiled, doubles as the readable reference, and is
+// also instantiated for double. ISA files get their ISA flags from setup.py / the native
+// harness Makefile (per file), never from a whole-build -march.
+//
+// Packed-B layout shared by every gemm: B[K, N] is stored as ceil(N / nr) panels, each a
+// row-major [K, nr] block, the last one zero-padded to nr columns. Padding lives only in our
+// own scratch, so a gemm may read whole panels but must never store past column N of C.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace edgevit {
+namespace cpu {
+
+template <typename T>
+struct LglUKernels {
+  const char* name;  // "scalar", "avx2", "avx512", "neon"
+  int64_t nr;        // width of a packed-B panel
+
+  // C[m, n] = bias[n] + sum_k A[m*lda + k] * B(k, n) for m < M, n < N (k ascending),
+  // with B packed as above; bias may be null (zero). Stores only columns < N of C (row stride ldc).
+  void (*gemm)(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* Bp,
+               const T* bias, T* C, int64_t ldc);
+
+  // In place for each of M rows of S (row stride ld): s[0:N] = softmax(s[0:N] * scale).
+  void (*softmax_rows)(int64_t M, int64_t N, T scale, T* S, int64_t ld);
+
+  // One propagated token, then LayerNorm over its C channels:
+  //   z[c] = y[c] * pw[c] + pb[c];  out[c] = (z[c] - mean(z)) / sqrt(var(z) + eps) * g[c] + b[c]
+  // (two-pass mean and variance, so a large common offset does not cancel precision away).
+  void (*prop_layernorm)(int64_t C, const T* y, const T* pw, const T* pb, const T* g,
+                         const T* b, T eps, T* out);
+};
+
+// Packs B(k, n) = src[k*sk + n*sn] (k < K, n < N) into the panel layout above.
+template <typename T>
+void pack_b(const T* src, int64_t K, int64_t N, int64_t sk, int64_t sn, int64_t nr, T* dst);
+
+inline int64_t packed_b_size(int64_t K, int64_t N, int64_t nr) {
+  return (N + nr - 1) / nr * nr * K;
+}
+
+template <typename T>
+const LglUKernels<T>& scalar_ukernels();
+
+// Each returns null when that ISA's code is not compiled into this build (wrong architecture).
+// Whether the running CPU supports it is decided by isa.cpp, not here.
+const LglUKernels<float>* avx2_ukernels();
+const LglUKernels<float>* avx512_ukernels();
+const LglUKernels<float>* neon_ukernels();
+
+}  // namespace cpu
+}  // namespace edgevit

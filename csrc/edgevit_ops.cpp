@@ -1,0 +1,23 @@
+// The one place the edgevit operator schemas are defined. Kernels are registered per dispatch
+// key next to their implementations (lgl_fused_cpu.cpp; CUDA from edgevit_kernels/triton);
+// the fake kernel and autograd formula live in edgevit_kernels/ops.py.
+#include <Python.h>
+#include <torch/library.h>
+
+#include "lgl_fused_cpu.h"
+
+// Importing edgevit_kernels._C runs the static registrations below; the module itself is empty.
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+
+TORCH_LIBRARY(edgevit, m) {
+  m.def(
+      "lgl_fused(Tensor x, SymInt H, SymInt W, int num_heads, int sr_ratio, float scale, "
+      "Tensor qkv_weight, Tensor? qkv_bias, Tensor? prop_weight, Tensor? prop_bias, "
+      "Tensor? norm_weight, Tensor? norm_bias, float norm_eps, Tensor proj_weight, "
+      "Tensor? proj_bias) -> Tensor");
+  m.def("cpu_isa() -> str", &edgevit::cpu_isa);
+  m.def("supported_cpu_isas() -> str", &edgevit::supported_cpu_isas);
+}

@@ -1,0 +1,125 @@
+"""Python side of ``edgevit::lgl_fused``: the typed wrapper, fake kernel, autograd formula and the
+CUDA (Triton) registration. The schema and the CPU kernel live in ``csrc/``."""
+from __future__ import annotations
+
+import importlib.util
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .reference import lgl_reference
+
+__all__ = ["lgl_fused", "cpu_isa", "supported_cpu_isas", "has_kernel_for"]
+
+
+def lgl_fused(
+    x: Tensor,
+    H: int,
+    W: int,
+    num_heads: int,
+    sr_ratio: int,
+    scale: float,
+    qkv_weight: Tensor,
+    qkv_bias: Optional[Tensor],
+    prop_weight: Optional[Tensor],
+    prop_bias: Optional[Tensor],
+    norm_weight: Optional[Tensor],
+    norm_bias: Optional[Tensor],
+    norm_eps: float,
+    proj_weight: Tensor,
+    proj_bias: Optional[Tensor],
+) -> Tensor:
+    """EdgeViT GlobalSparseAttn as one op: sample -> attend -> propagate -> LayerNorm -> proj.
+
+    ``x`` is ``[B, H*W, C]``; returns a contiguous ``[B, H*W, C]`` tensor of ``x``'s dtype.
+    With ``sr_ratio == 1`` the four ``prop_*``/``norm_*`` tensors must be None; with
+    ``sr_ratio > 1`` all four are required. See ``edgevit_kernels.reference.lgl_reference``.
+    """
+    return torch.ops.edgevit.lgl_fused.default(
+        x, H, W, num_heads, sr_ratio, scale, qkv_weight, qkv_bias, prop_weight, prop_bias,
+        norm_weight, norm_bias, norm_eps, proj_weight, proj_bias,
+    )
+
+
+def cpu_isa() -> str:
+    """The instruction set the CPU kernels run with now: scalar, neon, avx2 or avx512.
+
+    Chosen from CPU features at run time; ``EDGEVIT_CPU_ISA`` forces one (an error if this CPU
+    or build lacks it)."""
+    return torch.ops.edgevit.cpu_isa()
+
+
+def supported_cpu_isas() -> list[str]:
+    """Every ISA variant this build can run on this CPU, best last."""
+    return torch.ops.edgevit.supported_cpu_isas().split(",")
+
+
+def has_kernel_for(device: torch.device) -> bool:
+    """Whether ``lgl_fused`` has a kernel for tensors on ``device`` here."""
+    if device.type in ("cpu", "meta"):
+        return True
+    if device.type == "cuda":
+        return importlib.util.find_spec("triton") is not None
+    return False
+
+
+@torch.library.register_fake("edgevit::lgl_fused")
+def _lgl_fused_fake(x, H, W, num_heads, sr_ratio, scale, qkv_weight, qkv_bias, prop_weight,
+                    prop_bias, norm_weight, norm_bias, norm_eps, proj_weight, proj_bias):
+    torch._check(x.dim() == 3, lambda: f"lgl_fused: x must be 3-D [B, N, C], got {tuple(x.shape)}")
+    torch._check(x.shape[1] == H * W, lambda: f"lgl_fused: x.size(1) must equal H*W = {H * W}, got {x.shape[1]}")
+    torch._check(x.shape[2] % num_heads == 0,
+                 lambda: f"lgl_fused: C = {x.shape[2]} must be a multiple of num_heads = {num_heads}")
+    torch._check(sr_ratio >= 1, lambda: f"lgl_fused: sr_ratio must be >= 1, got {sr_ratio}")
+    return x.new_empty(x.shape)
+
+
+# Positions of the tensor arguments in the schema; the rest are ints and floats.
+_TENSOR_ARGS = (0, 6, 7, 8, 9, 10, 11, 13, 14)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.inputs = tuple(None if i in _TENSOR_ARGS else a for i, a in enumerate(inputs))
+    ctx.save_for_backward(*(inputs[i] for i in _TENSOR_ARGS))
+
+
+def _backward(ctx, grad):
+    # Recomputes through the reference and differentiates it with torch.func.vjp, which
+    # torch.compile can trace. Only the inputs that need a gradient are differentiated.
+    args = list(ctx.inputs)
+    for i, t in zip(_TENSOR_ARGS, ctx.saved_tensors):
+        args[i] = t
+    wanted = [i for i in _TENSOR_ARGS if ctx.needs_input_grad[i] and args[i] is not None]
+
+    def f(*primals):
+        call = list(args)
+        for i, p in zip(wanted, primals):
+            call[i] = p
+        return lgl_reference(*call)
+
+    grads = [None] * len(args)
+    if wanted:
+        _, vjp = torch.func.vjp(f, *(args[i] for i in wanted))
+        for i, g in zip(wanted, vjp(grad.contiguous())):
+            grads[i] = g
+    return tuple(grads)
+
+
+torch.library.register_autograd("edgevit::lgl_fused", _backward, setup_context=_setup_context)
+
+
+def _lgl_fused_cuda(*args):
+    try:
+        from .triton import lgl_fused_triton
+    except ImportError as e:
+        raise RuntimeError(
+            "edgevit::lgl_fused on CUDA tensors needs Triton (pip install 'edgevit-kernels[gpu]'); "
+            f"importing it failed: {e}"
+        ) from e
+    return lgl_fused_triton(*args)
+
+
+# Triton is imported on the first CUDA call, so importing this package stays light and works
+# with no GPU and no Triton.
+torch.library.register_kernel("edgevit::lgl_fused", "cuda", _lgl_fused_cuda)

@@ -1,0 +1,62 @@
+"""Pure-PyTorch reference of ``edgevit::lgl_fused`` -- the ground truth of every test.
+
+It is the official EdgeViT ``GlobalSparseAttn.forward`` (eval mode) written as a function of
+the op's arguments, generalised to maps whose sides the sampling ratio does not divide: the
+sampled map is ``x[:, :, ::r, ::r]`` (h = ceil(H/r), w = ceil(W/r)) and the propagated
+(h*r) x (w*r) map is cropped back to H x W.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def lgl_reference(
+    x: Tensor,
+    H: int,
+    W: int,
+    num_heads: int,
+    sr_ratio: int,
+    scale: float,
+    qkv_weight: Tensor,
+    qkv_bias: Optional[Tensor],
+    prop_weight: Optional[Tensor],
+    prop_bias: Optional[Tensor],
+    norm_weight: Optional[Tensor],
+    norm_bias: Optional[Tensor],
+    norm_eps: float,
+    proj_weight: Tensor,
+    proj_bias: Optional[Tensor],
+) -> Tensor:
+    """sample -> attend -> propagate -> LayerNorm -> proj, on ``x`` of shape [B, H*W, C]."""
+    B, N, C = x.shape
+    r = sr_ratio
+    head_dim = C // num_heads
+
+    # sample: one representative token per r x r window (the official AvgPool2d(1, r)).
+    if r > 1:
+        xs = x.transpose(1, 2).reshape(B, C, H, W)[:, :, ::r, ::r]
+        h, w = xs.shape[-2], xs.shape[-1]
+        xs = xs.flatten(2).transpose(1, 2)
+    else:
+        xs = x
+
+    # attend: multi-head softmax attention among the sampled tokens.
+    qkv = F.linear(xs, qkv_weight, qkv_bias)
+    qkv = qkv.reshape(B, -1, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    attn = (q @ k.transpose(-2, -1)) * scale
+    attn = attn.softmax(dim=-1)
+    y = (attn @ v).transpose(1, 2).reshape(B, -1, C)
+
+    # propagate: depthwise transposed conv over each window, crop, LayerNorm.
+    if r > 1:
+        y = y.transpose(1, 2).reshape(B, C, h, w)
+        y = F.conv_transpose2d(y, prop_weight, prop_bias, stride=r, groups=C)
+        y = y[:, :, :H, :W].flatten(2).transpose(1, 2)
+        y = F.layer_norm(y, (C,), norm_weight, norm_bias, norm_eps)
+
+    return F.linear(y, proj_weight, proj_bias).contiguous()
