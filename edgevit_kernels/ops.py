@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .reference import lgl_reference
 
-__all__ = ["lgl_fused", "cpu_isa", "supported_cpu_isas", "has_kernel_for"]
+__all__ = ["lgl_fused", "check_args", "cpu_isa", "supported_cpu_isas", "has_kernel_for"]
 
 
 def lgl_fused(
@@ -64,14 +64,50 @@ def has_kernel_for(device: torch.device) -> bool:
     return False
 
 
+def check_args(x, H, W, num_heads, sr_ratio, qkv_weight, qkv_bias, prop_weight, prop_bias,
+               norm_weight, norm_bias, proj_weight, proj_bias) -> None:
+    """The argument contract of lgl_fused in Python (the fake kernel and the Triton launcher use
+    it; the C++ CPU kernel checks the same in csrc/lgl_fused_cpu.cpp). Works on symbolic sizes."""
+    def check(cond, msg):
+        torch._check(cond, lambda: f"lgl_fused: {msg}")
+
+    check(x.dim() == 3, f"x must be 3-D [B, N, C], got shape {list(x.shape)}")
+    check(x.dtype.is_floating_point, f"x must be a floating-point tensor, got {x.dtype}")
+    check(H >= 1 and W >= 1, f"H and W must be >= 1, got H={H}, W={W}")
+    N, C = x.shape[1], x.shape[2]
+    check(N == H * W, f"x.size(1) must equal H*W = {H}*{W} = {H * W}, got {N}")
+    check(num_heads >= 1, f"num_heads must be >= 1, got {num_heads}")
+    check(C >= 1 and C % num_heads == 0,
+          f"C = x.size(2) must be a positive multiple of num_heads = {num_heads}, got C = {C}")
+    r = sr_ratio
+    check(r >= 1, f"sr_ratio must be >= 1, got {r}")
+
+    def param(t, name, shape):
+        check(list(t.shape) == list(shape), f"{name} must have shape {list(shape)}, got {list(t.shape)}")
+        check(t.dtype == x.dtype, f"{name} must have the dtype of x ({x.dtype}), got {t.dtype}")
+        check(t.device == x.device, f"{name} must be on the device of x ({x.device}), got {t.device}")
+
+    param(qkv_weight, "qkv_weight", (3 * C, C))
+    param(proj_weight, "proj_weight", (C, C))
+    if qkv_bias is not None:
+        param(qkv_bias, "qkv_bias", (3 * C,))
+    if proj_bias is not None:
+        param(proj_bias, "proj_bias", (C,))
+    prop_norm = {"prop_weight": (prop_weight, (C, 1, r, r)), "prop_bias": (prop_bias, (C,)),
+                 "norm_weight": (norm_weight, (C,)), "norm_bias": (norm_bias, (C,))}
+    for name, (t, shape) in prop_norm.items():
+        if r > 1:
+            check(t is not None, f"{name} is required when sr_ratio > 1 (got None, sr_ratio = {r})")
+            param(t, name, shape)
+        else:
+            check(t is None, f"{name} must be None when sr_ratio = 1 (got a tensor, sr_ratio = {r})")
+
+
 @torch.library.register_fake("edgevit::lgl_fused")
 def _lgl_fused_fake(x, H, W, num_heads, sr_ratio, scale, qkv_weight, qkv_bias, prop_weight,
                     prop_bias, norm_weight, norm_bias, norm_eps, proj_weight, proj_bias):
-    torch._check(x.dim() == 3, lambda: f"lgl_fused: x must be 3-D [B, N, C], got {tuple(x.shape)}")
-    torch._check(x.shape[1] == H * W, lambda: f"lgl_fused: x.size(1) must equal H*W = {H * W}, got {x.shape[1]}")
-    torch._check(x.shape[2] % num_heads == 0,
-                 lambda: f"lgl_fused: C = {x.shape[2]} must be a multiple of num_heads = {num_heads}")
-    torch._check(sr_ratio >= 1, lambda: f"lgl_fused: sr_ratio must be >= 1, got {sr_ratio}")
+    check_args(x, H, W, num_heads, sr_ratio, qkv_weight, qkv_bias, prop_weight, prop_bias,
+               norm_weight, norm_bias, proj_weight, proj_bias)
     return x.new_empty(x.shape)
 
 

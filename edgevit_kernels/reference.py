@@ -42,15 +42,17 @@ def lgl_reference(
         h, w = xs.shape[-2], xs.shape[-1]
         xs = xs.flatten(2).transpose(1, 2)
     else:
+        h, w = H, W
         xs = x
+    n = h * w  # explicit (not -1) so that B = 0 reshapes too
 
     # attend: multi-head softmax attention among the sampled tokens.
     qkv = F.linear(xs, qkv_weight, qkv_bias)
-    qkv = qkv.reshape(B, -1, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4)
+    qkv = qkv.reshape(B, n, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]
     attn = (q @ k.transpose(-2, -1)) * scale
     attn = attn.softmax(dim=-1)
-    y = (attn @ v).transpose(1, 2).reshape(B, -1, C)
+    y = (attn @ v).transpose(1, 2).reshape(B, n, C)
 
     # propagate: depthwise transposed conv over each window, crop, LayerNorm.
     if r > 1:

@@ -23,8 +23,9 @@ _registered = False
 def register_cuda_kernel() -> None:
     """Register ``lgl_fused_triton`` as the CUDA kernel of ``edgevit::lgl_fused``.
 
-    The op schema must already be defined (by loading ``edgevit_kernels._C``). Idempotent: the
-    dispatcher rejects a second kernel for the same key, and the package may be re-imported.
+    The op schema must already be defined (by loading ``edgevit_kernels._C``). Does nothing if
+    a CUDA kernel is already registered -- e.g. ``edgevit_kernels.ops`` installs a shim that
+    imports this package lazily -- since a second registration would silently override it.
     """
     global _registered
     if _registered:
@@ -34,7 +35,8 @@ def register_cuda_kernel() -> None:
     except (AttributeError, RuntimeError) as exc:
         raise RuntimeError(
             f"{_OP} is not defined; load edgevit_kernels._C before register_cuda_kernel()") from exc
-    # register_kernel keeps the Library alive itself and shields the body from dynamo tracing,
-    # so torch.compile treats the op as opaque (it then needs the op's fake kernel).
-    torch.library.register_kernel(_OP, "cuda", lgl_fused_triton)
+    if not torch._C._dispatch_has_kernel_for_dispatch_key(_OP, "CUDA"):
+        # register_kernel keeps its Library alive and hides the body from dynamo, so
+        # torch.compile treats the op as opaque (it then relies on the op's fake kernel).
+        torch.library.register_kernel(_OP, "cuda", lgl_fused_triton)
     _registered = True

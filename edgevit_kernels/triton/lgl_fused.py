@@ -397,13 +397,21 @@ def lgl_fused_triton(
         _check(wt.device == x.device, f"{name} must be on {x.device}")
     _check_vec(qkv_bias, "qkv_bias", 3 * C, x)
     _check_vec(proj_bias, "proj_bias", C, x)
+    # Same contract as the CPU kernel: the propagate/LayerNorm tensors exist iff sr_ratio > 1.
+    extras = {"prop_weight": prop_weight, "prop_bias": prop_bias,
+              "norm_weight": norm_weight, "norm_bias": norm_bias}
     if r > 1:
-        _check(prop_weight is not None and prop_weight.shape == (C, 1, r, r),
-               f"prop_weight must have shape ({C}, 1, {r}, {r}) when sr_ratio > 1")
+        missing = [k for k, v in extras.items() if v is None]
+        _check(not missing, f"{', '.join(missing)} required when sr_ratio > 1")
+        _check(prop_weight.shape == (C, 1, r, r),
+               f"prop_weight must have shape ({C}, 1, {r}, {r}), got {tuple(prop_weight.shape)}")
         _check(prop_weight.device == x.device, f"prop_weight must be on {x.device}")
         _check_vec(prop_bias, "prop_bias", C, x)
         _check_vec(norm_weight, "norm_weight", C, x)
         _check_vec(norm_bias, "norm_bias", C, x)
+    else:
+        given = [k for k, v in extras.items() if v is not None]
+        _check(not given, f"{', '.join(given)} must be None when sr_ratio == 1")
 
     head_dim = C // num_heads
     h, w = -(-H // r), -(-W // r)
@@ -416,16 +424,17 @@ def lgl_fused_triton(
     propagate = r > 1
     if propagate:
         pw = prop_weight.reshape(C, r * r).contiguous()
-        pb = prop_bias.contiguous() if prop_bias is not None else torch.zeros(C, device=x.device)
-        lnw = norm_weight.contiguous() if norm_weight is not None else torch.ones(C, device=x.device)
-        lnb = norm_bias.contiguous() if norm_bias is not None else torch.zeros(C, device=x.device)
+        pb, lnw, lnb = prop_bias.contiguous(), norm_weight.contiguous(), norm_bias.contiguous()
     else:
         pw = pb = lnw = lnb = y  # placeholders, never dereferenced
     bqkv = qkv_bias.contiguous() if qkv_bias is not None else qkv_weight
     bp = proj_bias.contiguous() if proj_bias is not None else proj_weight
 
     prec = _dot_precision(x)
-    size_bucket = 0 if B < 16 else 1
+    # Coarse batch bucket for the autotune key (small batches want small tiles to fill the
+    # GPU). Both values are multiples of 16 so Triton's integer specialisation -- and hence the
+    # compiled binary -- is shared between buckets.
+    size_bucket = 16 if B < 16 else 32
     attn_args = (x, qkv_weight, bqkv, y,
                  x.stride(0), x.stride(1), x.stride(2),
                  qkv_weight.stride(0), qkv_weight.stride(1),

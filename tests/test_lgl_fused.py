@@ -1,0 +1,239 @@
+"""edgevit::lgl_fused on CPU against its pure-PyTorch reference.
+
+Tolerances (max abs and rel error against the reference computed in the same dtype, on outputs
+of O(1) magnitude): float32 atol = rtol = 1e-4 (the kernels sum in another order and, on SIMD
+ISAs, use FMA and a polynomial exp; errors seen are ~1e-5); float64 atol = rtol = 1e-10.
+"""
+import pytest
+import torch
+
+import edgevit_kernels
+from edgevit_kernels import lgl_fused, lgl_reference
+from lgl_samples import AWKWARD_SHAPES, EDGEVIT_SHAPES, make_args, shape_id
+
+TOL = {torch.float32: dict(atol=1e-4, rtol=1e-4), torch.float64: dict(atol=1e-10, rtol=1e-10)}
+ISAS = edgevit_kernels.supported_cpu_isas()
+
+
+@pytest.fixture(params=ISAS)
+def isa(request, monkeypatch):
+    monkeypatch.setenv("EDGEVIT_CPU_ISA", request.param)
+    assert edgevit_kernels.cpu_isa() == request.param
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", EDGEVIT_SHAPES + AWKWARD_SHAPES, ids=shape_id)
+def test_matches_reference(shape, dtype, isa):
+    args = make_args(*shape, dtype=dtype)
+    out = lgl_fused(*args)
+    assert out.shape == args[0].shape and out.dtype == dtype and out.is_contiguous()
+    torch.testing.assert_close(out, lgl_reference(*args), **TOL[dtype])
+
+
+@pytest.mark.parametrize("shape", [(2, 14, 14, 72, 2, 2), (1, 7, 9, 40, 5, 1)], ids=shape_id)
+def test_optional_biases_none(shape, isa):
+    args = make_args(*shape, qkv_bias=False, proj_bias=False)
+    torch.testing.assert_close(lgl_fused(*args), lgl_reference(*args), **TOL[torch.float32])
+
+
+def test_large_mean_input(isa):
+    # A large common offset must not cancel precision away in the LayerNorm statistics.
+    args = make_args(1, 28, 28, 72, 2, 2, x_offset=1e3)
+    ref64 = lgl_reference(*[a.double() if isinstance(a, torch.Tensor) else a for a in args])
+    err_op = (lgl_fused(*args).double() - ref64).abs().max().item()
+    err_ref = (lgl_reference(*args).double() - ref64).abs().max().item()
+    assert err_op <= max(4 * err_ref, 1e-4), (err_op, err_ref)
+
+
+def test_non_contiguous_x(isa):
+    args = make_args(2, 12, 10, 48, 4, 3)
+    x = args[0]
+    args[0] = x.transpose(0, 1).contiguous().transpose(0, 1)  # same values, batch-minor strides
+    assert not args[0].is_contiguous()
+    torch.testing.assert_close(lgl_fused(*args), lgl_reference(*args), **TOL[torch.float32])
+    args[0] = torch.randn(2, 120, 96)[:, :, ::2]  # channel stride 2
+    torch.testing.assert_close(lgl_fused(*args), lgl_reference(*args), **TOL[torch.float32])
+
+
+def test_nan_and_inf_propagate_like_reference(isa):
+    args = make_args(1, 8, 8, 16, 2, 2)
+    x = args[0].clone()
+    x[0, 0, 3] = float("nan")      # a sampled token (0, 0): poisons every attention row
+    x[0, 1, 5] = float("inf")      # not sampled (0, 1): dropped like in the reference
+    args[0] = x
+    out, ref = lgl_fused(*args), lgl_reference(*args)
+    assert torch.equal(out.isnan(), ref.isnan()) and out.isnan().all()
+    args[0] = make_args(1, 8, 8, 16, 2, 2)[0]
+    args[0][0, 9, 0] = float("inf")  # not sampled
+    torch.testing.assert_close(lgl_fused(*args), lgl_reference(*args), **TOL[torch.float32])
+
+
+def test_empty_batch():
+    args = make_args(0, 4, 6, 8, 2, 2)
+    out = lgl_fused(*args)
+    assert out.shape == (0, 24, 8)
+
+
+@pytest.mark.parametrize("shape", [(3, 28, 28, 72, 2, 2), (2, 7, 7, 288, 8, 1), (1, 56, 56, 36, 1, 4)], ids=shape_id)
+def test_bitwise_identical_for_any_thread_count(shape):
+    args = make_args(*shape)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = lgl_fused(*args)
+        torch.set_num_threads(max(2, threads))
+        many = lgl_fused(*args)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)
+
+
+def test_unknown_or_unavailable_isa_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("EDGEVIT_CPU_ISA", "sse9")
+    with pytest.raises(RuntimeError, match="expected one of scalar, neon, avx2, avx512, got 'sse9'"):
+        lgl_fused(*make_args(1, 4, 4, 8, 1, 2))
+    missing = next(i for i in ("neon", "avx2", "avx512") if i not in ISAS)
+    monkeypatch.setenv("EDGEVIT_CPU_ISA", missing)
+    with pytest.raises(RuntimeError, match=f"EDGEVIT_CPU_ISA={missing} is not available"):
+        edgevit_kernels.cpu_isa()
+
+
+# ---------------------------------------------------------------- torch integration
+
+OPCHECK_SHAPES = [(1, 4, 4, 8, 2, 1), (2, 5, 7, 12, 3, 2), (3, 6, 5, 8, 1, 4)]
+
+
+@pytest.mark.parametrize("shape", OPCHECK_SHAPES, ids=shape_id)
+def test_opcheck(shape):
+    args = make_args(*shape)
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            a.requires_grad_(True)
+    torch.library.opcheck(torch.ops.edgevit.lgl_fused.default, args)
+
+
+@pytest.mark.parametrize("shape", OPCHECK_SHAPES + [(1, 3, 3, 6, 3, 3)], ids=shape_id)
+def test_gradcheck_float64(shape):
+    args = make_args(*shape, dtype=torch.float64)
+    tensors = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+
+    def f(*ts):
+        call = list(args)
+        for i, t in zip(tensors, ts):
+            call[i] = t
+        return lgl_fused(*call)
+
+    inputs = tuple(args[i].clone().requires_grad_(True) for i in tensors)
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_backward_matches_reference_float32():
+    args = make_args(2, 14, 14, 72, 2, 2)
+    tensors = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    grads = []
+    for fn in (lgl_fused, lgl_reference):
+        call = list(args)
+        for i in tensors:
+            call[i] = args[i].clone().requires_grad_(True)
+        out = fn(*call)
+        out.backward(torch.ones_like(out) / out.numel() ** 0.5)
+        grads.append([call[i].grad for i in tensors])
+    for g_op, g_ref in zip(*grads):
+        torch.testing.assert_close(g_op, g_ref, atol=1e-4, rtol=1e-3)
+
+
+def test_torch_compile_fullgraph():
+    args = make_args(2, 10, 9, 24, 3, 2)
+
+    def f(x, *rest):
+        return lgl_fused(x * 2.0, *rest) + 1.0
+
+    compiled = torch.compile(f, fullgraph=True, dynamic=False)
+    torch.testing.assert_close(compiled(*args), f(*args), **TOL[torch.float32])
+
+
+def test_meta_tensors_give_shapes():
+    args = make_args(3, 6, 5, 12, 3, 2, device="meta")
+    out = lgl_fused(*args)
+    assert out.device.type == "meta" and out.shape == (3, 30, 12)
+
+
+# ---------------------------------------------------------------- bad input
+
+def _bad(mutate, match, shape=(2, 6, 6, 12, 3, 2)):
+    args = make_args(*shape)
+    mutate(args)
+    with pytest.raises(RuntimeError, match=match):
+        lgl_fused(*args)
+
+
+def test_bad_x_not_3d():
+    _bad(lambda a: a.__setitem__(0, a[0].reshape(-1)), r"x must be 3-D \[B, N, C\], got shape \[864\]")
+
+
+def test_bad_n_not_h_times_w():
+    _bad(lambda a: a.__setitem__(1, 7), r"x.size\(1\) must equal H\*W = 7\*6 = 42, got 36")
+
+
+def test_bad_c_not_multiple_of_heads():
+    _bad(lambda a: a.__setitem__(3, 5), r"must be a positive multiple of num_heads = 5, got C = 12")
+
+
+def test_bad_num_heads_zero():
+    _bad(lambda a: a.__setitem__(3, 0), r"num_heads must be >= 1, got 0")
+
+
+@pytest.mark.parametrize("i, name, shape, expected", [
+    (6, "qkv_weight", (36, 11), r"\[36, 12\]"),
+    (7, "qkv_bias", (35,), r"\[36\]"),
+    (8, "prop_weight", (12, 1, 3, 3), r"\[12, 1, 2, 2\]"),
+    (9, "prop_bias", (11,), r"\[12\]"),
+    (10, "norm_weight", (13,), r"\[12\]"),
+    (11, "norm_bias", (1, 12), r"\[12\]"),
+    (13, "proj_weight", (12, 13), r"\[12, 12\]"),
+    (14, "proj_bias", (24,), r"\[12\]"),
+])
+def test_bad_weight_shapes(i, name, shape, expected):
+    _bad(lambda a: a.__setitem__(i, torch.zeros(shape)), rf"{name} must have shape {expected}, got")
+
+
+def test_bad_sr_ratio():
+    _bad(lambda a: a.__setitem__(4, 0), r"sr_ratio must be >= 1, got 0")
+
+
+@pytest.mark.parametrize("hw", [(0, 6), (6, 0), (-1, 6)])
+def test_bad_h_or_w(hw):
+    _bad(lambda a: (a.__setitem__(1, hw[0]), a.__setitem__(2, hw[1])), r"H and W must be >= 1")
+
+
+@pytest.mark.parametrize("i, name", [(8, "prop_weight"), (9, "prop_bias"), (10, "norm_weight"), (11, "norm_bias")])
+def test_bad_prop_norm_missing_with_r_gt_1(i, name):
+    _bad(lambda a: a.__setitem__(i, None), rf"{name} is required when sr_ratio > 1 \(got None, sr_ratio = 2\)")
+
+
+@pytest.mark.parametrize("i, name", [(8, "prop_weight"), (9, "prop_bias"), (10, "norm_weight"), (11, "norm_bias")])
+def test_bad_prop_norm_given_with_r_1(i, name):
+    def mutate(a):
+        given = a[i]
+        a[4] = 1
+        a[8:12] = [None] * 4
+        a[i] = given
+    _bad(mutate, rf"{name} must be None when sr_ratio = 1 \(got a tensor, sr_ratio = 1\)")
+
+
+def test_bad_dtype_mismatch():
+    _bad(lambda a: a.__setitem__(6, a[6].double()), r"qkv_weight must have the dtype of x \(Float\), got Double")
+
+
+def test_bad_device_mismatch():
+    _bad(lambda a: a.__setitem__(13, a[13].to("meta")), r"proj_weight must be on the device of x \(cpu\), got meta")
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool], ids=str)
+def test_bad_integer_dtype(dtype):
+    def mutate(a):
+        for i, t in enumerate(a):
+            if isinstance(t, torch.Tensor):
+                a[i] = t.to(dtype)
+    _bad(mutate, r"x must be float32 or float64 on CPU, got")
