@@ -1,4 +1,4 @@
-// CPU kernel of edgevit::lgl_fused: argument checks, weight packing and threading around the
+// CPU kernel of edgevit::lgl_fused: argument checks, layouts and threading around the
 // torch-free fused driver in cpu/lgl_fused.cpp.
 #include "lgl_fused_cpu.h"
 
@@ -88,16 +88,6 @@ void check_args(const at::Tensor& x, int64_t H, int64_t W, int64_t num_heads, in
   }
 }
 
-// weight [out, in] -> weight^T [in, out] in the packed-panel layout of the micro-kernels.
-template <typename T>
-at::Tensor pack_transposed(const at::Tensor& weight, int64_t nr) {
-  const at::Tensor w = weight.contiguous();
-  const int64_t out = w.size(0), in = w.size(1);
-  at::Tensor packed = at::empty({cpu::packed_b_size(in, out, nr)}, w.options());
-  cpu::pack_b<T>(w.const_data_ptr<T>(), in, out, /*sk=*/1, /*sn=*/in, nr, packed.data_ptr<T>());
-  return packed;
-}
-
 template <typename T>
 const T* ptr_or_null(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<T>() : nullptr;
@@ -110,14 +100,13 @@ void run(const cpu::LglUKernels<T>& uk, const at::Tensor& x, int64_t H, int64_t 
          const OptTensor& norm_weight, const OptTensor& norm_bias, double norm_eps,
          const at::Tensor& proj_weight, const OptTensor& proj_bias, at::Tensor& out) {
   const int64_t B = x.size(0), C = x.size(2);
-  const at::Tensor qkv_wp = pack_transposed<T>(qkv_weight, uk.nr);
-  const at::Tensor proj_wp = pack_transposed<T>(proj_weight, uk.nr);
+  const at::Tensor qkv_w = qkv_weight.contiguous(), proj_w = proj_weight.contiguous();
   auto contig = [](const OptTensor& t) { return t.has_value() ? t->contiguous() : at::Tensor(); };
   const at::Tensor qkv_b = contig(qkv_bias), proj_b = contig(proj_bias);
   const at::Tensor prop_b = contig(prop_bias), norm_w = contig(norm_weight), norm_b = contig(norm_bias);
   // [C, 1, r, r] -> [r*r, C]: one contiguous row of channel weights per window offset.
   const at::Tensor prop_w = r > 1 ? prop_weight->reshape({C, r * r}).t().contiguous() : at::Tensor();
-  at::Tensor workspace = at::empty({cpu::lgl_workspace_size(B, H, W, C, r)}, x.options());
+  at::Tensor workspace = at::empty({cpu::lgl_workspace_size(B, H, W, C, r, uk.nr)}, x.options());
 
   cpu::LglArgs<T> a{};
   a.B = B; a.H = H; a.W = W; a.C = C; a.num_heads = num_heads; a.r = r;
@@ -125,13 +114,13 @@ void run(const cpu::LglUKernels<T>& uk, const at::Tensor& x, int64_t H, int64_t 
   a.eps = static_cast<T>(norm_eps);
   a.x = x.const_data_ptr<T>();
   a.x_sb = x.stride(0); a.x_sn = x.stride(1); a.x_sc = x.stride(2);
-  a.qkv_wp = qkv_wp.const_data_ptr<T>();
+  a.qkv_w = qkv_w.const_data_ptr<T>();
   a.qkv_b = ptr_or_null<T>(qkv_b);
   a.prop_w = ptr_or_null<T>(prop_w);
   a.prop_b = ptr_or_null<T>(prop_b);
   a.norm_w = ptr_or_null<T>(norm_w);
   a.norm_b = ptr_or_null<T>(norm_b);
-  a.proj_wp = proj_wp.const_data_ptr<T>();
+  a.proj_w = proj_w.const_data_ptr<T>();
   a.proj_b = ptr_or_null<T>(proj_b);
   a.out = out.data_ptr<T>();
 

@@ -17,9 +17,10 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
-int64_t lgl_workspace_size(int64_t B, int64_t H, int64_t W, int64_t C, int64_t r) {
+int64_t lgl_workspace_size(int64_t B, int64_t H, int64_t W, int64_t C, int64_t r, int64_t nr) {
   const int64_t n = ceil_div(H, r) * ceil_div(W, r);
-  return B * n * 4 * C;  // qkv [B, n, 3C] then y [B, n, C]
+  // packed qkv_weight^T, packed proj_weight^T, qkv [B, n, 3C], y [B, n, C]
+  return packed_b_size(C, 3 * C, nr) + packed_b_size(C, C, nr) + B * n * 4 * C;
 }
 
 template <typename T>
@@ -28,8 +29,27 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, T* workspa
   const int64_t B = a.B, H = a.H, W = a.W, C = a.C, r = a.r, nr = uk.nr;
   const int64_t h = ceil_div(H, r), w = ceil_div(W, r), n = h * w, N = H * W;
   const int64_t heads = a.num_heads, d = C / heads;
-  T* qkv = workspace;           // [B, n, 3C]
-  T* y = workspace + B * n * 3 * C;  // [B, n, C]
+  T* qkv_wp = workspace;
+  T* proj_wp = qkv_wp + packed_b_size(C, 3 * C, nr);
+  T* qkv = proj_wp + packed_b_size(C, C, nr);  // [B, n, 3C]
+  T* y = qkv + B * n * 3 * C;                   // [B, n, C]
+
+  // 0. weights^T into packed panels.
+  const int64_t qkv_panels = ceil_div(3 * C, nr), proj_panels = ceil_div(C, nr);
+  parallel_for(qkv_panels + proj_panels, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const bool is_qkv = p < qkv_panels;
+      const T* w = is_qkv ? a.qkv_w : a.proj_w;
+      T* dst = is_qkv ? qkv_wp : proj_wp;
+      const int64_t N = is_qkv ? 3 * C : C, panel = is_qkv ? p : p - qkv_panels;
+      if (uk.pack_weight_t) {
+        uk.pack_weight_t(w, N, C, C, panel, panel + 1, dst);
+      } else {
+        const int64_t n0 = panel * nr;
+        pack_b(w + n0 * C, C, std::min(nr, N - n0), 1, C, nr, dst + panel * C * nr);
+      }
+    }
+  });
 
   // 1. sample + qkv projection.
   const int64_t qkv_blocks = ceil_div(n, kQkvRows);
@@ -43,7 +63,7 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, T* workspa
         const T* src = a.x + b * a.x_sb + (i * r * W + j * r) * a.x_sn;
         for (int64_t c = 0; c < C; ++c) tile[s * C + c] = src[c * a.x_sc];
       }
-      uk.gemm(rows, 3 * C, C, tile.data(), C, a.qkv_wp, a.qkv_b, qkv + (b * n + s0) * 3 * C,
+      uk.gemm(rows, 3 * C, C, tile.data(), C, qkv_wp, a.qkv_b, qkv + (b * n + s0) * 3 * C,
               3 * C);
     }
   });
@@ -86,7 +106,7 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, T* workspa
         }
         A = tile.data();
       }
-      uk.gemm(rows, C, C, A, C, a.proj_wp, a.proj_b, a.out + (b * N + t0) * C, C);
+      uk.gemm(rows, C, C, A, C, proj_wp, a.proj_b, a.out + (b * N + t0) * C, C);
     }
   });
 }

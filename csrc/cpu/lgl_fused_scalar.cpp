@@ -75,6 +75,19 @@ void prop_layernorm_scalar(int64_t C, const T* y, const T* pw, const T* pb, cons
   for (int64_t c = 0; c < C; ++c) out[c] = (out[c] - mean) * rstd * g[c] + b[c];
 }
 
+template <typename T>
+void pack_weight_t_scalar(const T* w, int64_t N, int64_t K, int64_t ldw, int64_t p0, int64_t p1,
+                          T* dst) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t n0 = p * kNR, nn = std::min(kNR, N - n0);
+    T* d = dst + p * K * kNR;
+    for (int64_t k = 0; k < K; ++k) {
+      for (int64_t j = 0; j < nn; ++j) d[k * kNR + j] = w[(n0 + j) * ldw + k];
+      for (int64_t j = nn; j < kNR; ++j) d[k * kNR + j] = T(0);
+    }
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -93,7 +106,7 @@ void pack_b(const T* src, int64_t K, int64_t N, int64_t sk, int64_t sn, int64_t 
 template <typename T>
 const LglUKernels<T>& scalar_ukernels() {
   static const LglUKernels<T> table{"scalar", kNR, gemm_scalar<T>, softmax_rows_scalar<T>,
-                                    prop_layernorm_scalar<T>};
+                                    prop_layernorm_scalar<T>, pack_weight_t_scalar<T>};
   return table;
 }
 

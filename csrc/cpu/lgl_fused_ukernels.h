@@ -35,6 +35,12 @@ struct LglUKernels {
   // (two-pass mean and variance, so a large common offset does not cancel precision away).
   void (*prop_layernorm)(int64_t C, const T* y, const T* pw, const T* pb, const T* g,
                          const T* b, T eps, T* out);
+
+  // Packs panels [p0, p1) of B = W^T, where W is a row-major [N, K] weight (row stride ldw),
+  // into the layout above (dst points at panel 0). A transpose: the per-call cost of using a
+  // Linear weight as B, so ISAs do it in registers. Null: pack_b is used.
+  void (*pack_weight_t)(const T* w, int64_t N, int64_t K, int64_t ldw, int64_t p0, int64_t p1,
+                        T* dst);
 };
 
 // Packs B(k, n) = src[k*sk + n*sn] (k < K, n < N) into the panel layout above.

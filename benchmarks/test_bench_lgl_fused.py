@@ -1,0 +1,114 @@
+"""CPU latency of edgevit::lgl_fused against what a user has today, side by side in one run.
+
+    python -m pytest benchmarks/test_bench_lgl_fused.py --benchmark-json=benchmarks/results/cpu.json
+    python benchmarks/render_cpu.py benchmarks/results/cpu.json
+
+One pytest-benchmark group per (stage shape, batch): the official GlobalSparseAttn module in eager
+mode, torch.compile of it, the dense floor (plain torch.mm / torch.bmm for just the op's four
+dense products, on tensors of the same shapes) and lgl_fused. fp32, all threads, inference mode.
+XS and S share every stage shape (same widths and head_dim), so their rows are one.
+"""
+from __future__ import annotations
+
+import platform
+
+import pytest
+import torch
+
+import edgevit_kernels
+from edgevit import GlobalSparseAttn
+
+# (label, C, num_heads, sr_ratio, H = W) at 224 x 224
+STAGES = [
+    ("XXS-1", 36, 1, 4, 56), ("XXS-2", 72, 2, 2, 28), ("XXS-3", 144, 4, 2, 14), ("XXS-4", 288, 8, 1, 7),
+    ("XS/S-1", 48, 1, 4, 56), ("XS/S-2", 96, 2, 2, 28), ("XS/S-3", 240, 5, 2, 14), ("XS/S-4", 384, 8, 1, 7),
+]
+BATCHES = [1, 8]
+CONTENDERS = ["eager", "compile", "floor", "lgl_fused"]
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def dense_flops(B, C, heads, r, H):
+    n = (-(-H // r)) ** 2
+    d = C // heads
+    return 2 * B * (n * C * 3 * C + 2 * heads * n * n * d + H * H * C * C)
+
+
+def make_module(C, heads, r, seed=0):
+    torch.manual_seed(seed)
+    m = GlobalSparseAttn(C, num_heads=heads, qkv_bias=True, sr_ratio=r).eval()
+    with torch.no_grad():  # non-trivial LayerNorm and propagation parameters
+        for p in m.parameters():
+            if p.dim() == 1:
+                p.normal_(0.0, 0.1)
+        if r > 1:
+            m.norm.weight.add_(1.0)
+    return m
+
+
+def dense_floor(module, x, H):
+    """The op's four dense products as plain ATen calls, on tensors of the shapes the op uses."""
+    B, N, C = x.shape
+    r, heads = module.sr, module.num_heads
+    n, d = (-(-H // r)) ** 2, C // heads
+    xs = torch.randn(B * n, C)
+    q, k, v = (torch.randn(B * heads, n, d) for _ in range(3))
+    kt, attn = k.transpose(1, 2), torch.randn(B * heads, n, n)
+    y = torch.randn(B * N, C)
+    wq, wp = module.qkv.weight.t(), module.proj.weight.t()
+
+    def run(_x):
+        torch.mm(xs, wq)
+        torch.bmm(q, kt)
+        torch.bmm(attn, v)
+        return torch.mm(y, wp)
+
+    return run
+
+
+def fused_call(module, H):
+    m = module
+
+    def run(x):
+        return torch.ops.edgevit.lgl_fused(
+            x, H, H, m.num_heads, m.sr, m.scale, m.qkv.weight, m.qkv.bias,
+            m.LocalProp.weight if m.sr > 1 else None, m.LocalProp.bias if m.sr > 1 else None,
+            m.norm.weight if m.sr > 1 else None, m.norm.bias if m.sr > 1 else None,
+            m.norm.eps if m.sr > 1 else 1e-5, m.proj.weight, m.proj.bias)
+
+    return run
+
+
+@pytest.mark.parametrize("B", BATCHES)
+@pytest.mark.parametrize("stage", STAGES, ids=[s[0] for s in STAGES])
+@pytest.mark.parametrize("contender", CONTENDERS)
+def test_lgl_fused_cpu(benchmark, stage, B, contender):
+    label, C, heads, r, H = stage
+    module = make_module(C, heads, r)
+    x = torch.randn(B, H * H, C)
+    fn = {
+        "eager": lambda: lambda t: module(t, H, H),
+        "compile": lambda: torch.compile(lambda t: module(t, H, H), dynamic=False),
+        "floor": lambda: dense_floor(module, x, H),
+        "lgl_fused": lambda: fused_call(module, H),
+    }[contender]()
+    benchmark.group = f"{label} C={C} heads={heads} r={r} {H}x{H} B={B}"
+    benchmark.extra_info.update(
+        contender=contender, stage=label, B=B, C=C, heads=heads, r=r, H=H,
+        flops=dense_flops(B, C, heads, r, H), isa=edgevit_kernels.cpu_isa(),
+        threads=torch.get_num_threads(), torch=torch.__version__, cpu=_cpu_model(),
+    )
+    with torch.inference_mode():
+        if contender in ("compile", "lgl_fused"):
+            torch.testing.assert_close(fn(x), module(x, H, H), atol=1e-3, rtol=1e-3)
+        for _ in range(3):  # warm-up (and compilation) outside the timed rounds
+            fn(x)
+        benchmark.pedantic(fn, args=(x,), rounds=min(300, max(30, int(3e9 / dense_flops(B, C, heads, r, H)))),
+                           warmup_rounds=3, iterations=1)
