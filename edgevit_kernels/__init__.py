@@ -3,6 +3,8 @@
 Importing this package loads the C++ extension (operator schemas and CPU kernels), registers the
 fake kernel and autograd formula, and -- when Triton is installed -- the CUDA kernel.
 """
+import torch  # noqa: F401  (loads libtorch, which _C links against)
+
 from . import _C  # noqa: F401  (registers the edgevit operators with the dispatcher)
 from . import ops
 from .ops import cpu_isa, lgl_fused, supported_cpu_isas

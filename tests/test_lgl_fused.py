@@ -113,7 +113,8 @@ def test_opcheck(shape):
     torch.library.opcheck(torch.ops.edgevit.lgl_fused.default, args)
 
 
-@pytest.mark.parametrize("shape", OPCHECK_SHAPES + [(1, 3, 3, 6, 3, 3)], ids=shape_id)
+@pytest.mark.parametrize("shape", [(1, 4, 4, 8, 2, 1), (2, 3, 5, 4, 2, 2), (1, 5, 3, 4, 1, 4), (1, 3, 3, 6, 3, 3)],
+                         ids=shape_id)
 def test_gradcheck_float64(shape):
     args = make_args(*shape, dtype=torch.float64)
     tensors = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
@@ -125,7 +126,7 @@ def test_gradcheck_float64(shape):
         return lgl_fused(*call)
 
     inputs = tuple(args[i].clone().requires_grad_(True) for i in tensors)
-    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=True)
 
 
 def test_backward_matches_reference_float32():
