@@ -143,10 +143,10 @@ def test_empty_batch():
 
 @pytest.mark.parametrize("bad,msg", [
     (lambda a: a.__setitem__(1, 5), "must equal H\\*W"),
-    (lambda a: a.__setitem__(3, 5), "not divisible by num_heads"),
-    (lambda a: a.__setitem__(8, None), "prop_weight required"),
+    (lambda a: a.__setitem__(3, 5), "must be a positive multiple of num_heads"),
+    (lambda a: a.__setitem__(8, None), "prop_weight is required when sr_ratio > 1"),
     (lambda a: a.__setitem__(6, a[6][:, :8]), "qkv_weight must have shape"),
-    (lambda a: a.__setitem__(0, a[0].double()), "unsupported dtype"),
+    (lambda a: a.__setitem__(0, a[0].double()), "x must be float32, float16 or bfloat16 on CUDA"),
 ])
 def test_input_checks(bad, msg):
     args = make_args(1, 4, 4, 16, 2, 2, device="cpu")

@@ -24,6 +24,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ..ops import check_args
+
 __all__ = ["lgl_fused_triton"]
 
 _LOG2E = 1.4426950408889634
@@ -357,18 +359,6 @@ def _dot_precision(x: Tensor) -> str:
 # ----------------------------------------------------------------------------------------------
 # host launcher
 # ----------------------------------------------------------------------------------------------
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise RuntimeError(f"lgl_fused_triton: {msg}")
-
-
-def _check_vec(t: Optional[Tensor], name: str, size: int, x: Tensor) -> None:
-    if t is not None:
-        _check(t.shape == (size,), f"{name} must have shape ({size},), got {tuple(t.shape)}")
-        _check(t.device == x.device, f"{name} must be on {x.device}")
-        _check(t.is_floating_point(), f"{name} must be floating point")
-
-
 def lgl_fused_triton(
     x: Tensor,
     H: int,
@@ -391,34 +381,11 @@ def lgl_fused_triton(
     H, W, num_heads, r = int(H), int(W), int(num_heads), int(sr_ratio)
     scale, norm_eps = float(scale), float(norm_eps)
 
-    _check(x.dim() == 3, f"x must be [B, N, C], got shape {tuple(x.shape)}")
+    torch._check(x.dtype in (torch.float32, torch.float16, torch.bfloat16),
+                 lambda: f"lgl_fused: x must be float32, float16 or bfloat16 on CUDA, got {x.dtype}")
+    check_args(x, H, W, num_heads, r, qkv_weight, qkv_bias, prop_weight, prop_bias,
+               norm_weight, norm_bias, proj_weight, proj_bias)
     B, N, C = x.shape
-    _check(x.dtype in (torch.float32, torch.float16, torch.bfloat16),
-           f"unsupported dtype {x.dtype} (fp32, fp16, bf16 only)")
-    _check(H >= 1 and W >= 1 and N == H * W, f"N={N} must equal H*W={H}*{W}")
-    _check(r >= 1, f"sr_ratio must be >= 1, got {r}")
-    _check(num_heads >= 1 and C % num_heads == 0, f"C={C} not divisible by num_heads={num_heads}")
-    for name, wt, shape in (("qkv_weight", qkv_weight, (3 * C, C)), ("proj_weight", proj_weight, (C, C))):
-        _check(wt is not None and wt.shape == shape, f"{name} must have shape {shape}")
-        _check(wt.dtype == x.dtype, f"{name} dtype {wt.dtype} != x dtype {x.dtype}")
-        _check(wt.device == x.device, f"{name} must be on {x.device}")
-    _check_vec(qkv_bias, "qkv_bias", 3 * C, x)
-    _check_vec(proj_bias, "proj_bias", C, x)
-    # Same contract as the CPU kernel: the propagate/LayerNorm tensors exist iff sr_ratio > 1.
-    extras = {"prop_weight": prop_weight, "prop_bias": prop_bias,
-              "norm_weight": norm_weight, "norm_bias": norm_bias}
-    if r > 1:
-        missing = [k for k, v in extras.items() if v is None]
-        _check(not missing, f"{', '.join(missing)} required when sr_ratio > 1")
-        _check(prop_weight.shape == (C, 1, r, r),
-               f"prop_weight must have shape ({C}, 1, {r}, {r}), got {tuple(prop_weight.shape)}")
-        _check(prop_weight.device == x.device, f"prop_weight must be on {x.device}")
-        _check_vec(prop_bias, "prop_bias", C, x)
-        _check_vec(norm_weight, "norm_weight", C, x)
-        _check_vec(norm_bias, "norm_bias", C, x)
-    else:
-        given = [k for k, v in extras.items() if v is not None]
-        _check(not given, f"{', '.join(given)} must be None when sr_ratio == 1")
 
     head_dim = C // num_heads
     h, w = -(-H // r), -(-W // r)
