@@ -1,10 +1,367 @@
-// avx2 micro-kernels of edgevit::lgl_fused: placeholder until the SIMD variant lands.
+// AVX2 + FMA micro-kernels of edgevit::lgl_fused (contract: lgl_fused_ukernels.h; readable
+// reference: lgl_fused_scalar.cpp). Built with -mavx2 -mfma for this file only (setup.py,
+// tests/native/Makefile); isa.cpp calls it only on CPUs that have AVX2 and FMA.
+//
+// Layout: B is packed in panels of nr = 8 columns (one ymm per packed row), the finest
+// granularity the registers allow, since the workload's N are small (36, 48, 196, head dims
+// 36/48); a tile still spans up to three adjacent panels.
+//
+// gemm tiling: C is computed in tiles of MR rows x NV panels (NV*8 columns), MR*NV ymm
+// accumulators (named variables: GCC keeps an accumulator array in memory around the k loop),
+// k ascending, one FMA per (row, panel, k) with the A element broadcast from memory. Panels go
+// in groups of NV = 3 (MR <= 4: 12 accumulators + 3 B vectors + 1 broadcast = the 16 ymm
+// registers); a rest of 4 panels goes 2 + 2 (NV = 2, MR <= 6, the classic 6 x 16 tile), a rest
+// of 1 or 2 as one group (NV = 1: MR <= 12). The M rows of a group are split into
+// ceil(M / MRmax) blocks of nearly equal height (M = 64, NV = 3 -> 16 blocks of 4; NV = 2 -> 11
+// blocks of 6 or 5), each run by a template instantiation for that exact MR, so there is no
+// partial row tile. Measured (`tests/native/build/x86/harness --bench`, Ice Lake-SP Xeon at
+// 2.8 GHz): 4 x 24 tiles beat pairs-only by ~5% on the small shapes, equal on the large ones;
+// ~100 GFLOP/s on the large shapes, close to the 2 x 256-bit FMA peak.
+//
+// pack_weight_t: 8 x 8 blocks of W transposed in registers (unpack/shuffle/permute2f128).
+//
+// Invariants (no out-of-bounds access): A is read only at rows < M and columns < K; bias only
+// at columns < N (vmaskmovps loads, which do not fault on masked-off lanes); packed panels are
+// read whole (they are zero-padded to 8 columns); C is written only at rows < M, columns < N
+// (vmaskmovps store on the group's last vector). softmax_rows / prop_layernorm touch only
+// elements < N / < C of each row: the remainder of a row uses masked loads and stores.
+// pack_weight_t reads W only at rows < N, columns < K (masked loads) and writes only its panels.
+//
+// Numerics: softmax uses our own exp (Cephes-style: round(x * log2 e) range reduction, degree-5
+// polynomial; 2^n applied as two exact power-of-two factors so results down to the denormal
+// range and overflow to inf are right; NaN stays NaN; about 1 ulp). Where the scalar reference
+// rounds an intermediate (s * scale before subtracting the max, y * pw before adding pb) so do
+// we: an empty asm barrier keeps the compiler from contracting the multiply into an FMA, which
+// would change results well beyond rounding for large inputs.
+//
+// Only intrinsics and plain C in this file: no std:: templates/inline functions, whose
+// AVX2-compiled copies the linker could pick for callers on CPUs without AVX2.
 #include "lgl_fused_ukernels.h"
+
+#if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__)
+#define EDGEVIT_HAVE_AVX2 1
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#endif
 
 namespace edgevit {
 namespace cpu {
 
+#if defined(EDGEVIT_HAVE_AVX2)
+namespace {
+
+constexpr int kNR = 8;
+constexpr int kMaxNV = 3;
+
+// Rounds v here: stops the compiler from fusing the producing multiply into a later add.
+static inline __m256 opaque(__m256 v) {
+  __asm__("" : "+x"(v));
+  return v;
+}
+
+alignas(64) const int32_t kMaskSrc[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+
+static inline __m256i tail_mask(int64_t n) {  // first n lanes, 0 <= n <= 8
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskSrc + 8 - (n >= 8 ? 8 : n)));
+}
+
+static inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+static inline float hmax(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// gemm
+
+using TileFn = void (*)(int64_t K, const float* A, int64_t lda, const float* B, int64_t ps,
+                        const __m256* init, float* C, int64_t ldc, int64_t nlast);
+
+// C[0:MR, 0:NV*8) = init + A[0:MR, 0:K) * B, B = NV panels of [K, 8], ps floats apart.
+// Only the first nlast columns of the last vector are stored (the mask is made after the k
+// loop: all 16 ymm registers are busy in it). The accumulators are named variables
+// (c<row>_<vector>), not an array: GCC keeps such an array in memory outside the k loop,
+// costing a spill and reload of every accumulator per tile.
+#define EDGEVIT_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+template <int MR, int NV>
+void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict B,
+          int64_t ps, const __m256* init, float* __restrict C, int64_t ldc, int64_t nlast) {
+  static_assert(MR >= 1 && MR <= 12 && NV >= 1 && NV <= 3, "tile shape");
+  const __m256 i0 = init[0], i1 = NV > 1 ? init[1] : i0, i2 = NV > 2 ? init[2] : i0;
+#define EDGEVIT_DECL(r) __m256 c##r##_0 = i0, c##r##_1 = i1, c##r##_2 = i2;
+  EDGEVIT_ROWS(EDGEVIT_DECL)
+#undef EDGEVIT_DECL
+  const float* b = B;
+  for (int64_t k = 0; k < K; ++k, b += kNR) {
+    const __m256 b0 = _mm256_loadu_ps(b);
+    const __m256 b1 = NV > 1 ? _mm256_loadu_ps(b + ps) : b0;
+    const __m256 b2 = NV > 2 ? _mm256_loadu_ps(b + 2 * ps) : b0;
+#define EDGEVIT_FMA(r)                                                    \
+    if constexpr (MR > r) {                                              \
+      const __m256 a = _mm256_set1_ps(A[r * lda + k]);                   \
+      c##r##_0 = _mm256_fmadd_ps(a, b0, c##r##_0);                       \
+      if constexpr (NV > 1) c##r##_1 = _mm256_fmadd_ps(a, b1, c##r##_1); \
+      if constexpr (NV > 2) c##r##_2 = _mm256_fmadd_ps(a, b2, c##r##_2); \
+    }
+    EDGEVIT_ROWS(EDGEVIT_FMA)
+#undef EDGEVIT_FMA
+  }
+  const __m256i last = tail_mask(nlast);
+#define EDGEVIT_STORE(r)                                                 \
+  if constexpr (MR > r) {                                               \
+    float* c = C + r * ldc;                                             \
+    if constexpr (NV == 1) _mm256_maskstore_ps(c, last, c##r##_0);      \
+    if constexpr (NV == 2) {                                            \
+      _mm256_storeu_ps(c, c##r##_0);                                    \
+      _mm256_maskstore_ps(c + kNR, last, c##r##_1);                     \
+    }                                                                   \
+    if constexpr (NV == 3) {                                            \
+      _mm256_storeu_ps(c, c##r##_0);                                    \
+      _mm256_storeu_ps(c + kNR, c##r##_1);                              \
+      _mm256_maskstore_ps(c + 2 * kNR, last, c##r##_2);                 \
+    }                                                                   \
+  }
+  EDGEVIT_ROWS(EDGEVIT_STORE)
+#undef EDGEVIT_STORE
+}
+#undef EDGEVIT_ROWS
+
+constexpr int kMRMax[kMaxNV + 1] = {0, 12, 6, 4};
+
+const TileFn kTiles1[] = {nullptr,     tile<1, 1>,  tile<2, 1>,  tile<3, 1>, tile<4, 1>,
+                          tile<5, 1>,  tile<6, 1>,  tile<7, 1>,  tile<8, 1>, tile<9, 1>,
+                          tile<10, 1>, tile<11, 1>, tile<12, 1>};
+const TileFn kTiles2[] = {nullptr,    tile<1, 2>, tile<2, 2>, tile<3, 2>,
+                          tile<4, 2>, tile<5, 2>, tile<6, 2>};
+const TileFn kTiles3[] = {nullptr, tile<1, 3>, tile<2, 3>, tile<3, 3>, tile<4, 3>};
+const TileFn* const kTiles[kMaxNV + 1] = {nullptr, kTiles1, kTiles2, kTiles3};
+
+void gemm_avx2(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
+               const float* bias, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  const int64_t panels = (N + kNR - 1) / kNR, ps = K * kNR;
+  const __m256i full = tail_mask(8);
+  for (int64_t p = 0; p < panels;) {
+    const int64_t left = panels - p;
+    const int nv = left <= kMaxNV ? int(left) : (left == kMaxNV + 1 ? 2 : kMaxNV);
+    const int64_t n0 = p * kNR;
+    const int64_t nlast = N - n0 - (nv - 1) * kNR;
+    const __m256i last = tail_mask(nlast);
+    __m256 init[kMaxNV];
+    for (int v = 0; v < nv; ++v)
+      init[v] = bias ? _mm256_maskload_ps(bias + n0 + v * kNR, v == nv - 1 ? last : full)
+                     : _mm256_setzero_ps();
+    const TileFn* tiles = kTiles[nv];
+    const int64_t blocks = (M + kMRMax[nv] - 1) / kMRMax[nv];
+    const int64_t base = M / blocks, extra = M % blocks;
+    for (int64_t blk = 0, m0 = 0; blk < blocks; ++blk) {
+      const int64_t mr = base + (blk < extra ? 1 : 0);
+      tiles[mr](K, A + m0 * lda, lda, Bp + p * ps, ps, init, C + m0 * ldc + n0, ldc, nlast);
+      m0 += mr;
+    }
+    p += nv;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// pack_weight_t: panels of W^T, 8 x 8 blocks transposed in registers
+
+// out[j] = column j of the 8 x 8 block r (r[i] = row i).
+static inline void transpose8(const __m256 (&r)[8], __m256 (&out)[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4g + c], lane l: column 4l + c of rows 4g..4g+3.
+  for (int g = 0; g < 2; ++g) {
+    u[4 * g + 0] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    u[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    u[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    out[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+    out[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+  }
+}
+
+// Panel p, row k of dst = W[p*8 + j, k] for j < 8 (zero for rows >= N). Reads W only at rows
+// < N and columns < K (masked loads for the last K % 8 columns).
+void pack_weight_t_avx2(const float* w, int64_t N, int64_t K, int64_t ldw, int64_t p0,
+                        int64_t p1, float* dst) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t n0 = p * kNR, nn = N - n0 < kNR ? N - n0 : kNR;
+    float* d = dst + p * K * kNR;
+    int64_t k = 0;
+    if (nn == kNR) {  // full panel, full 8 x 8 blocks: everything unrolled, in registers
+      for (; k + 8 <= K; k += 8) {
+        __m256 r[8], out[8];
+        for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(w + (n0 + j) * ldw + k);
+        transpose8(r, out);
+        for (int t = 0; t < 8; ++t) _mm256_storeu_ps(d + (k + t) * kNR, out[t]);
+      }
+    }
+    for (; k < K; k += 8) {
+      const int64_t kk = K - k < 8 ? K - k : 8;
+      const __m256i m = tail_mask(kk);
+      __m256 r[8], out[8];
+      for (int64_t j = 0; j < 8; ++j)
+        r[j] = j < nn ? _mm256_maskload_ps(w + (n0 + j) * ldw + k, m) : _mm256_setzero_ps();
+      transpose8(r, out);
+      for (int64_t t = 0; t < kk; ++t) _mm256_storeu_ps(d + (k + t) * kNR, out[t]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// softmax
+
+// exp(x) for any float x: exp(-inf) = 0, exp(NaN) = NaN, overflow -> inf, denormal results.
+// x = n ln2 + r, |r| <= ln2/2 (ln2 split in two so n*C1 is exact), exp(r) = 1 + r + r^2 P(r)
+// (Cephes expf coefficients); 2^n = 2^(n>>1) * 2^(n - (n>>1)), both factors normal for the
+// clamped n in [-150, 128], so only the last multiply rounds.
+static inline __m256 exp256(__m256 x) {
+  // max/min return their second operand when either is NaN: NaN stays NaN.
+  x = _mm256_max_ps(_mm256_set1_ps(-104.0f), x);  // exp(-104) rounds to 0
+  x = _mm256_min_ps(_mm256_set1_ps(89.0f), x);    // exp(89) overflows
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  const __m256 y = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+  const __m256i ni = _mm256_cvtps_epi32(n);  // exact: n is integral (NaN -> garbage * NaN)
+  const __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+  const __m256i bias = _mm256_set1_epi32(127);
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+  return _mm256_mul_ps(_mm256_mul_ps(y, s1), s2);
+}
+
+void softmax_rows_avx2(int64_t M, int64_t N, float scale, float* S, int64_t ld) {
+  if (N <= 0) return;
+  const int64_t nfull = N / 8 * 8;
+  const bool has_tail = nfull < N;
+  const __m256i tm = tail_mask(N - nfull);
+  const __m256 tmf = _mm256_castsi256_ps(tm);
+  const __m256 vscale = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
+  for (int64_t m = 0; m < M; ++m) {
+    float* s = S + m * ld;
+    // max of s * scale. A NaN may or may not win here; either way every output is NaN, since
+    // exp(NaN - max) enters the sum, as in the scalar reference.
+    __m256 vmax = ninf;
+    for (int64_t j = 0; j < nfull; j += 8)
+      vmax = _mm256_max_ps(vmax, _mm256_mul_ps(_mm256_loadu_ps(s + j), vscale));
+    if (has_tail) {
+      const __m256 x = _mm256_mul_ps(_mm256_maskload_ps(s + nfull, tm), vscale);
+      vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(ninf, x, tmf));
+    }
+    const __m256 vmx = _mm256_set1_ps(hmax(vmax));
+    // s = exp(s * scale - max) (s * scale rounded first, as the scalar stores it), sum.
+    __m256 vsum = _mm256_setzero_ps();
+    for (int64_t j = 0; j < nfull; j += 8) {
+      const __m256 x = opaque(_mm256_mul_ps(_mm256_loadu_ps(s + j), vscale));
+      const __m256 e = exp256(_mm256_sub_ps(x, vmx));
+      _mm256_storeu_ps(s + j, e);
+      vsum = _mm256_add_ps(vsum, e);
+    }
+    if (has_tail) {
+      const __m256 x = opaque(_mm256_mul_ps(_mm256_maskload_ps(s + nfull, tm), vscale));
+      const __m256 e = _mm256_and_ps(exp256(_mm256_sub_ps(x, vmx)), tmf);
+      _mm256_maskstore_ps(s + nfull, tm, e);
+      vsum = _mm256_add_ps(vsum, e);
+    }
+    const __m256 vinv = _mm256_set1_ps(1.0f / hsum(vsum));
+    for (int64_t j = 0; j < nfull; j += 8)
+      _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), vinv));
+    if (has_tail)
+      _mm256_maskstore_ps(s + nfull, tm, _mm256_mul_ps(_mm256_maskload_ps(s + nfull, tm), vinv));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// propagate + LayerNorm
+
+void prop_layernorm_avx2(int64_t C, const float* y, const float* pw, const float* pb,
+                         const float* g, const float* b, float eps, float* out) {
+  if (C <= 0) return;
+  const int64_t cfull = C / 8 * 8;
+  const bool has_tail = cfull < C;
+  const __m256i tm = tail_mask(C - cfull);
+  // z = y * pw + pb (product rounded, as in the scalar reference), sum(z).
+  __m256 vsum = _mm256_setzero_ps();
+  for (int64_t c = 0; c < cfull; c += 8) {
+    const __m256 yw = opaque(_mm256_mul_ps(_mm256_loadu_ps(y + c), _mm256_loadu_ps(pw + c)));
+    const __m256 z = _mm256_add_ps(yw, _mm256_loadu_ps(pb + c));
+    _mm256_storeu_ps(out + c, z);
+    vsum = _mm256_add_ps(vsum, z);
+  }
+  if (has_tail) {
+    const __m256 yw = opaque(
+        _mm256_mul_ps(_mm256_maskload_ps(y + cfull, tm), _mm256_maskload_ps(pw + cfull, tm)));
+    const __m256 z = _mm256_add_ps(yw, _mm256_maskload_ps(pb + cfull, tm));
+    _mm256_maskstore_ps(out + cfull, tm, z);
+    vsum = _mm256_add_ps(vsum, z);  // masked-off lanes are 0 * 0 + 0
+  }
+  const float mean = hsum(vsum) / float(C);
+  const __m256 vmean = _mm256_set1_ps(mean);
+  // Second pass: sum of squared deviations.
+  __m256 vsq = _mm256_setzero_ps();
+  for (int64_t c = 0; c < cfull; c += 8) {
+    const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(out + c), vmean);
+    vsq = _mm256_fmadd_ps(d, d, vsq);
+  }
+  if (has_tail) {
+    const __m256 d = _mm256_and_ps(_mm256_sub_ps(_mm256_maskload_ps(out + cfull, tm), vmean),
+                                   _mm256_castsi256_ps(tm));
+    vsq = _mm256_fmadd_ps(d, d, vsq);
+  }
+  const float var = hsum(vsq) / float(C) + eps;
+  const float rstd = 1.0f / _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(var)));
+  const __m256 vrstd = _mm256_set1_ps(rstd);
+  for (int64_t c = 0; c < cfull; c += 8) {
+    const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(out + c), vmean), vrstd);
+    _mm256_storeu_ps(out + c,
+                     _mm256_fmadd_ps(d, _mm256_loadu_ps(g + c), _mm256_loadu_ps(b + c)));
+  }
+  if (has_tail) {
+    const __m256 d =
+        _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(out + cfull, tm), vmean), vrstd);
+    _mm256_maskstore_ps(out + cfull, tm,
+                        _mm256_fmadd_ps(d, _mm256_maskload_ps(g + cfull, tm),
+                                        _mm256_maskload_ps(b + cfull, tm)));
+  }
+}
+
+const LglUKernels<float> kTable{"avx2", kNR, gemm_avx2, softmax_rows_avx2, prop_layernorm_avx2,
+                                pack_weight_t_avx2};
+
+}  // namespace
+
+const LglUKernels<float>* avx2_ukernels() { return &kTable; }
+
+#else
+
 const LglUKernels<float>* avx2_ukernels() { return nullptr; }
+
+#endif
 
 }  // namespace cpu
 }  // namespace edgevit

@@ -1,10 +1,354 @@
-// avx512 micro-kernels of edgevit::lgl_fused: placeholder until the SIMD variant lands.
+// AVX-512 micro-kernels of edgevit::lgl_fused (contract: lgl_fused_ukernels.h; readable reference:
+// lgl_fused_scalar.cpp). Built with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma for this file
+// only (setup.py, tests/native/Makefile); isa.cpp calls it only on CPUs that have those features.
+//
+// Layout: B is packed in panels of nr = 16 columns (one zmm per packed row). nr = 16 rather than
+// 32 because the workload's N are small (36, 48, 196, head dims 36/48): 16-column granularity
+// wastes at most 15 lanes per gemm, and a tile may still span several adjacent panels.
+//
+// gemm tiling: C is computed in tiles of MR rows x NV panels (NV*16 columns), MR*NV zmm
+// accumulators (named variables: GCC keeps an accumulator array this large in memory around
+// the k loop), k ascending, one FMA per (row, panel, k) with the A element broadcast from memory.
+// Panels go in groups of NV = 3 (MR <= 9: 27 accumulators + 3 B vectors + 1 broadcast of the 32
+// zmm registers); a rest of 4 panels goes 2 + 2 (NV = 2, MR <= 12), a rest of 1 or 2 as one
+// group (NV = 1: MR <= 14). The M rows of a group are split into ceil(M / MRmax) blocks of
+// nearly equal height (M = 64, NV = 3 -> 8 blocks of 8; M = 49 -> 9 + 5 x 8), each run by a
+// template instantiation for that exact MR, so there is no partial row tile. Measured
+// (`tests/native/build/x86/harness --bench`, Ice Lake-SP Xeon at 2.8 GHz, 2 FMA units): NV = 3
+// beats pairs-only (14 x 32) by 20-40%, reaching 160-180 GFLOP/s on the large shapes (~90% of
+// the 2 x 512-bit FMA peak) and ~120 on M=64, N=K=36 (where only 36 of 48 lanes are useful).
+//
+// pack_weight_t: 16 x 16 blocks of W transposed in registers (unpack/shuffle/shuffle_f32x4).
+//
+// Invariants (no out-of-bounds access): A is read only at rows < M and columns < K; bias only at
+// columns < N (masked loads, which do not fault on masked-off lanes); packed panels are read
+// whole (they are zero-padded to 16 columns); C is written only at rows < M, columns < N
+// (masked store on the group's last vector). softmax_rows / prop_layernorm touch only elements
+// < N / < C of each row: the remainder of a row is handled with masked loads and stores.
+// pack_weight_t reads W only at rows < N, columns < K (masked loads) and writes only its panels.
+//
+// Numerics: softmax uses our own exp (Cephes-style: round(x * log2 e) range reduction, degree-5
+// polynomial, exact 2^n via vscalefps, so underflow to denormals/0 and NaN are right; about 1 ulp).
+// Where the scalar reference rounds an intermediate (s * scale before subtracting the max,
+// y * pw before adding pb) so do we: an empty asm barrier keeps the compiler from contracting
+// the multiply into an FMA, which would change results well beyond rounding for large inputs.
+//
+// Only intrinsics and plain C in this file: no std:: templates/inline functions, whose
+// AVX-512-compiled copies the linker could pick for callers on CPUs without AVX-512.
 #include "lgl_fused_ukernels.h"
+
+#if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__FMA__)
+#define EDGEVIT_HAVE_AVX512 1
+// GCC 12 warns inside its own headers about the self-initialised _mm512_undefined_ps() of the
+// unmasked intrinsics (GCC PR 105593), a false positive.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#endif
 
 namespace edgevit {
 namespace cpu {
 
+#if defined(EDGEVIT_HAVE_AVX512)
+namespace {
+
+constexpr int kNR = 16;
+constexpr int kMaxNV = 3;
+
+// Rounds v here: stops the compiler from fusing the producing multiply into a later add.
+static inline __m512 opaque(__m512 v) {
+  __asm__("" : "+v"(v));
+  return v;
+}
+
+static inline __mmask16 tail_mask(int64_t n) {  // first n lanes, 0 <= n <= 16
+  return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// gemm
+
+using TileFn = void (*)(int64_t K, const float* A, int64_t lda, const float* B, int64_t ps,
+                        const __m512* init, float* C, int64_t ldc, __mmask16 last);
+
+// C[0:MR, 0:NV*16) = init + A[0:MR, 0:K) * B, B = NV panels of [K, 16], ps floats apart.
+// Only the lanes of `last` are stored of the last vector. The accumulators are named variables
+// (c<row>_<vector>), not an array: GCC keeps an array this large (up to 1.8 KB) in memory
+// outside the k loop, costing a spill and reload of every accumulator per tile.
+#define EDGEVIT_ROWS(X) \
+  X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
+template <int MR, int NV>
+void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict B,
+          int64_t ps, const __m512* init, float* __restrict C, int64_t ldc, __mmask16 last) {
+  static_assert(MR >= 1 && MR <= 14 && NV >= 1 && NV <= 3, "tile shape");
+  const __m512 i0 = init[0], i1 = NV > 1 ? init[1] : i0, i2 = NV > 2 ? init[2] : i0;
+#define EDGEVIT_DECL(r) __m512 c##r##_0 = i0, c##r##_1 = i1, c##r##_2 = i2;
+  EDGEVIT_ROWS(EDGEVIT_DECL)
+#undef EDGEVIT_DECL
+  const float* b = B;
+  for (int64_t k = 0; k < K; ++k, b += kNR) {
+    const __m512 b0 = _mm512_loadu_ps(b);
+    const __m512 b1 = NV > 1 ? _mm512_loadu_ps(b + ps) : b0;
+    const __m512 b2 = NV > 2 ? _mm512_loadu_ps(b + 2 * ps) : b0;
+#define EDGEVIT_FMA(r)                                                 \
+    if constexpr (MR > r) {                                           \
+      const __m512 a = _mm512_set1_ps(A[r * lda + k]);                \
+      c##r##_0 = _mm512_fmadd_ps(a, b0, c##r##_0);                    \
+      if constexpr (NV > 1) c##r##_1 = _mm512_fmadd_ps(a, b1, c##r##_1); \
+      if constexpr (NV > 2) c##r##_2 = _mm512_fmadd_ps(a, b2, c##r##_2); \
+    }
+    EDGEVIT_ROWS(EDGEVIT_FMA)
+#undef EDGEVIT_FMA
+  }
+#define EDGEVIT_STORE(r)                                                         \
+  if constexpr (MR > r) {                                                       \
+    float* c = C + r * ldc;                                                     \
+    if constexpr (NV == 1) _mm512_mask_storeu_ps(c, last, c##r##_0);            \
+    if constexpr (NV == 2) {                                                    \
+      _mm512_storeu_ps(c, c##r##_0);                                            \
+      _mm512_mask_storeu_ps(c + kNR, last, c##r##_1);                           \
+    }                                                                           \
+    if constexpr (NV == 3) {                                                    \
+      _mm512_storeu_ps(c, c##r##_0);                                            \
+      _mm512_storeu_ps(c + kNR, c##r##_1);                                      \
+      _mm512_mask_storeu_ps(c + 2 * kNR, last, c##r##_2);                       \
+    }                                                                           \
+  }
+  EDGEVIT_ROWS(EDGEVIT_STORE)
+#undef EDGEVIT_STORE
+}
+#undef EDGEVIT_ROWS
+
+constexpr int kMRMax[kMaxNV + 1] = {0, 14, 12, 9};
+
+#define EDGEVIT_T(NV) tile<1, NV>, tile<2, NV>, tile<3, NV>, tile<4, NV>, tile<5, NV>, \
+                      tile<6, NV>, tile<7, NV>, tile<8, NV>, tile<9, NV>
+const TileFn kTiles1[] = {nullptr, EDGEVIT_T(1), tile<10, 1>, tile<11, 1>, tile<12, 1>,
+                          tile<13, 1>, tile<14, 1>};
+const TileFn kTiles2[] = {nullptr, EDGEVIT_T(2), tile<10, 2>, tile<11, 2>, tile<12, 2>,
+                          tile<13, 2>, tile<14, 2>};
+const TileFn kTiles3[] = {nullptr, EDGEVIT_T(3)};
+#undef EDGEVIT_T
+const TileFn* const kTiles[kMaxNV + 1] = {nullptr, kTiles1, kTiles2, kTiles3};
+
+void gemm_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
+                 const float* bias, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  const int64_t panels = (N + kNR - 1) / kNR, ps = K * kNR;
+  for (int64_t p = 0; p < panels;) {
+    const int64_t left = panels - p;
+    const int nv = left <= kMaxNV ? int(left) : (left == kMaxNV + 1 ? 2 : kMaxNV);
+    const int64_t n0 = p * kNR;
+    const __mmask16 last = tail_mask(N - n0 - (nv - 1) * kNR);
+    __m512 init[kMaxNV];
+    for (int v = 0; v < nv; ++v) {
+      const __mmask16 m = v == nv - 1 ? last : __mmask16(0xFFFF);
+      init[v] = bias ? _mm512_maskz_loadu_ps(m, bias + n0 + v * kNR) : _mm512_setzero_ps();
+    }
+    const TileFn* tiles = kTiles[nv];
+    const int64_t blocks = (M + kMRMax[nv] - 1) / kMRMax[nv];
+    const int64_t base = M / blocks, extra = M % blocks;
+    for (int64_t blk = 0, m0 = 0; blk < blocks; ++blk) {
+      const int64_t mr = base + (blk < extra ? 1 : 0);
+      tiles[mr](K, A + m0 * lda, lda, Bp + p * ps, ps, init, C + m0 * ldc + n0, ldc, last);
+      m0 += mr;
+    }
+    p += nv;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// pack_weight_t: panels of W^T, 16 x 16 blocks transposed in registers
+
+// out[j] = column j of the 16 x 16 block r (r[i] = row i): unpack / shuffle within 128-bit lanes
+// gives 4 x 4 blocks, two rounds of 128-bit lane shuffles place them.
+static inline void transpose16(const __m512 (&r)[16], __m512 (&out)[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4g + c], lane l: column 4l + c of rows 4g..4g+3.
+  for (int g = 0; g < 4; ++g) {
+    u[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  // out[4l + c], lane g = u[4g + c], lane l.
+  for (int c = 0; c < 4; ++c) {
+    const __m512 x0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44);
+    const __m512 x1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+    const __m512 y0 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);
+    const __m512 y1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+    out[c] = _mm512_shuffle_f32x4(x0, y0, 0x88);
+    out[4 + c] = _mm512_shuffle_f32x4(x0, y0, 0xDD);
+    out[8 + c] = _mm512_shuffle_f32x4(x1, y1, 0x88);
+    out[12 + c] = _mm512_shuffle_f32x4(x1, y1, 0xDD);
+  }
+}
+
+// Panel p, row k of dst = W[p*16 + j, k] for j < 16 (zero for rows >= N). Reads W only at rows
+// < N and columns < K (masked loads for the last K % 16 columns).
+void pack_weight_t_avx512(const float* w, int64_t N, int64_t K, int64_t ldw, int64_t p0,
+                          int64_t p1, float* dst) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t n0 = p * kNR, nn = N - n0 < kNR ? N - n0 : kNR;
+    float* d = dst + p * K * kNR;
+    int64_t k = 0;
+    if (nn == kNR) {  // full panel, full 16 x 16 blocks: everything unrolled, in registers
+      for (; k + 16 <= K; k += 16) {
+        __m512 r[16], out[16];
+        for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_ps(w + (n0 + j) * ldw + k);
+        transpose16(r, out);
+        for (int t = 0; t < 16; ++t) _mm512_storeu_ps(d + (k + t) * kNR, out[t]);
+      }
+    }
+    for (; k < K; k += 16) {
+      const int64_t kk = K - k < 16 ? K - k : 16;
+      const __mmask16 m = tail_mask(kk);
+      __m512 r[16], out[16];
+      for (int64_t j = 0; j < 16; ++j)
+        r[j] = j < nn ? _mm512_maskz_loadu_ps(m, w + (n0 + j) * ldw + k) : _mm512_setzero_ps();
+      transpose16(r, out);
+      for (int64_t t = 0; t < kk; ++t) _mm512_storeu_ps(d + (k + t) * kNR, out[t]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// softmax
+
+// exp(x) for any float x: exp(-inf) = 0, exp(NaN) = NaN, overflow -> inf, denormal results
+// rounded by vscalefps. x = n ln2 + r, |r| <= ln2/2 (ln2 split in two so n*C1 is exact),
+// exp(r) = 1 + r + r^2 P(r) (Cephes expf coefficients).
+static inline __m512 exp512(__m512 x) {
+  // max/min return their second operand when either is NaN: NaN stays NaN.
+  x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);  // exp(-104) rounds to 0
+  x = _mm512_min_ps(_mm512_set1_ps(89.0f), x);    // exp(89) overflows
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(y, n);
+}
+
+void softmax_rows_avx512(int64_t M, int64_t N, float scale, float* S, int64_t ld) {
+  if (N <= 0) return;
+  const int64_t nfull = N / 16 * 16;
+  const __mmask16 tm = tail_mask(N - nfull);
+  const __m512 vscale = _mm512_set1_ps(scale);
+  for (int64_t m = 0; m < M; ++m) {
+    float* s = S + m * ld;
+    // max of s * scale. A NaN may or may not win here; either way every output is NaN, since
+    // exp(NaN - max) enters the sum, as in the scalar reference.
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int64_t j = 0; j < nfull; j += 16)
+      vmax = _mm512_max_ps(vmax, _mm512_mul_ps(_mm512_loadu_ps(s + j), vscale));
+    if (tm) {
+      const __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(tm, s + nfull), vscale);
+      vmax = _mm512_mask_max_ps(vmax, tm, vmax, x);
+    }
+    const __m512 vmx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+    // s = exp(s * scale - max) (s * scale rounded first, as the scalar stores it), sum.
+    __m512 vsum = _mm512_setzero_ps();
+    for (int64_t j = 0; j < nfull; j += 16) {
+      const __m512 x = opaque(_mm512_mul_ps(_mm512_loadu_ps(s + j), vscale));
+      const __m512 e = exp512(_mm512_sub_ps(x, vmx));
+      _mm512_storeu_ps(s + j, e);
+      vsum = _mm512_add_ps(vsum, e);
+    }
+    if (tm) {
+      const __m512 x = opaque(_mm512_mul_ps(_mm512_maskz_loadu_ps(tm, s + nfull), vscale));
+      const __m512 e = exp512(_mm512_sub_ps(x, vmx));
+      _mm512_mask_storeu_ps(s + nfull, tm, e);
+      vsum = _mm512_mask_add_ps(vsum, tm, vsum, e);
+    }
+    const __m512 vinv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
+    for (int64_t j = 0; j < nfull; j += 16)
+      _mm512_storeu_ps(s + j, _mm512_mul_ps(_mm512_loadu_ps(s + j), vinv));
+    if (tm)
+      _mm512_mask_storeu_ps(s + nfull, tm,
+                            _mm512_mul_ps(_mm512_maskz_loadu_ps(tm, s + nfull), vinv));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// propagate + LayerNorm
+
+void prop_layernorm_avx512(int64_t C, const float* y, const float* pw, const float* pb,
+                           const float* g, const float* b, float eps, float* out) {
+  if (C <= 0) return;
+  const int64_t cfull = C / 16 * 16;
+  const __mmask16 tm = tail_mask(C - cfull);
+  // z = y * pw + pb (product rounded, as in the scalar reference), sum(z).
+  __m512 vsum = _mm512_setzero_ps();
+  for (int64_t c = 0; c < cfull; c += 16) {
+    const __m512 yw = opaque(_mm512_mul_ps(_mm512_loadu_ps(y + c), _mm512_loadu_ps(pw + c)));
+    const __m512 z = _mm512_add_ps(yw, _mm512_loadu_ps(pb + c));
+    _mm512_storeu_ps(out + c, z);
+    vsum = _mm512_add_ps(vsum, z);
+  }
+  if (tm) {
+    const __m512 yw = opaque(_mm512_mul_ps(_mm512_maskz_loadu_ps(tm, y + cfull),
+                                           _mm512_maskz_loadu_ps(tm, pw + cfull)));
+    const __m512 z = _mm512_add_ps(yw, _mm512_maskz_loadu_ps(tm, pb + cfull));
+    _mm512_mask_storeu_ps(out + cfull, tm, z);
+    vsum = _mm512_add_ps(vsum, z);  // masked-off lanes are 0 * 0 + 0
+  }
+  const float mean = _mm512_reduce_add_ps(vsum) / float(C);
+  const __m512 vmean = _mm512_set1_ps(mean);
+  // Second pass: sum of squared deviations.
+  __m512 vsq = _mm512_setzero_ps();
+  for (int64_t c = 0; c < cfull; c += 16) {
+    const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(out + c), vmean);
+    vsq = _mm512_fmadd_ps(d, d, vsq);
+  }
+  if (tm) {
+    const __m512 d = _mm512_maskz_sub_ps(tm, _mm512_maskz_loadu_ps(tm, out + cfull), vmean);
+    vsq = _mm512_fmadd_ps(d, d, vsq);
+  }
+  const float var = _mm512_reduce_add_ps(vsq) / float(C) + eps;
+  const float rstd = 1.0f / _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(var)));
+  const __m512 vrstd = _mm512_set1_ps(rstd);
+  for (int64_t c = 0; c < cfull; c += 16) {
+    const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(out + c), vmean), vrstd);
+    _mm512_storeu_ps(out + c,
+                     _mm512_fmadd_ps(d, _mm512_loadu_ps(g + c), _mm512_loadu_ps(b + c)));
+  }
+  if (tm) {
+    const __m512 d =
+        _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(tm, out + cfull), vmean), vrstd);
+    _mm512_mask_storeu_ps(out + cfull, tm,
+                          _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(tm, g + cfull),
+                                          _mm512_maskz_loadu_ps(tm, b + cfull)));
+  }
+}
+
+const LglUKernels<float> kTable{"avx512", kNR, gemm_avx512, softmax_rows_avx512,
+                                prop_layernorm_avx512, pack_weight_t_avx512};
+
+}  // namespace
+
+const LglUKernels<float>* avx512_ukernels() { return &kTable; }
+
+#else
+
 const LglUKernels<float>* avx512_ukernels() { return nullptr; }
+
+#endif
 
 }  // namespace cpu
 }  // namespace edgevit

@@ -1,10 +1,341 @@
-// neon micro-kernels of edgevit::lgl_fused: placeholder until the SIMD variant lands.
+// NEON (AArch64 Advanced SIMD) micro-kernels of edgevit::lgl_fused (contract:
+// lgl_fused_ukernels.h; readable reference: lgl_fused_scalar.cpp). NEON is the aarch64 baseline,
+// so this file needs no extra flags; on other architectures it compiles to a null table.
+//
+// Layout: B is packed in panels of nr = 8 columns (two q registers per packed row).
+//
+// gemm tiling: C is computed in tiles of MR <= 8 rows x 8 columns: 16 q accumulators, plus the
+// A values of 4 consecutive k of each row in one q register (8) and the two B vectors (2): 26 of
+// the 32 registers. The k loop goes by 4: one 16-byte load of A per row, then for each of the 4
+// k one FMA by lane (fmla v.4s, v.4s, v.s[l]) per accumulator, k ascending; K % 4 leftover k
+// use FMAs by a scalar. The M rows of a panel are split into ceil(M / 8) blocks of nearly equal
+// height (M = 49 -> 7 x 7), each run by a template instantiation for that exact MR, so there is
+// no partial row tile. Accumulators and A registers are named variables (GCC keeps such arrays
+// in memory). MR = 8 x 8 columns keeps 2 B loads + 2 A loads per 16 FMAs.
+//
+// pack_weight_t: two 4 x 4 blocks of W (rows 0-3 and 4-7 of a panel) per 4 k, transposed in
+// registers (trn1/trn2), stored as the two halves of 4 packed rows.
+//
+// Invariants (no out-of-bounds access): A is read only at rows < M and columns < K (the 4-wide
+// loads only for k + 3 < K); bias only at columns < N; packed panels are read whole (they are
+// zero-padded to 8 columns); C is written only at rows < M, columns < N (a partial last panel
+// goes through a register-sized temporary). softmax_rows / prop_layernorm touch only elements
+// < N / < C of each row: a row's last N % 4 elements go through a temporary. pack_weight_t
+// reads W only at rows < N, columns < K and writes only its panels.
+//
+// Numerics: softmax uses our own exp (Cephes-style: round(x * log2 e) range reduction, degree-5
+// polynomial; 2^n applied as two exact power-of-two factors so results down to the denormal
+// range and overflow to inf are right; NaN stays NaN; about 1 ulp). s * scale is rounded before
+// subtracting the max, as in the scalar reference (an empty asm barrier keeps the compiler from
+// contracting it into an FMA). z = y * pw + pb is one FMA here: the scalar reference compiled
+// for aarch64 contracts it too (GCC's default -ffp-contract=fast), so the two match there.
+//
+// Only intrinsics and plain C in this file: no std:: templates/inline functions (ODR hazard of
+// per-ISA files, see lgl_fused_avx512.cpp).
 #include "lgl_fused_ukernels.h"
+
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define EDGEVIT_HAVE_NEON 1
+#include <arm_neon.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#endif
 
 namespace edgevit {
 namespace cpu {
 
+#if defined(EDGEVIT_HAVE_NEON)
+namespace {
+
+constexpr int kNR = 8;
+constexpr int kMRMax = 8;
+
+// Rounds v here: stops the compiler from fusing the producing multiply into a later add.
+static inline float32x4_t opaque(float32x4_t v) {
+  __asm__("" : "+w"(v));
+  return v;
+}
+
+// The first n (0..4) elements of p, zeros after them.
+static inline float32x4_t load_partial(const float* p, int64_t n) {
+  float t[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int64_t j = 0; j < n; ++j) t[j] = p[j];
+  return vld1q_f32(t);
+}
+
+static inline void store_partial(float* p, int64_t n, float32x4_t v) {
+  float t[4];
+  vst1q_f32(t, v);
+  for (int64_t j = 0; j < n; ++j) p[j] = t[j];
+}
+
+static inline uint32x4_t lanes_below(int64_t n) {  // lane j set iff j < n
+  const uint32_t idx[4] = {0, 1, 2, 3};
+  return vcltq_u32(vld1q_u32(idx), vdupq_n_u32(uint32_t(n)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// gemm
+
+using TileFn = void (*)(int64_t K, const float* A, int64_t lda, const float* B,
+                        const float* init, float* C, int64_t ldc, int64_t nlast);
+
+// C[0:MR, 0:nlast) = init + A[0:MR, 0:K) * B, B one panel [K, 8]. The accumulators c<row>_<half>
+// and A registers a<row> are named variables, not arrays: GCC (-O2) keeps such arrays in memory.
+#define EDGEVIT_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+template <int MR>
+void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict B,
+          const float* init, float* __restrict C, int64_t ldc, int64_t nlast) {
+  static_assert(MR >= 1 && MR <= kMRMax, "tile shape");
+  const float32x4_t i0 = vld1q_f32(init), i1 = vld1q_f32(init + 4);
+#define EDGEVIT_DECL(r) float32x4_t c##r##_0 = i0, c##r##_1 = i1;
+  EDGEVIT_ROWS(EDGEVIT_DECL)
+#undef EDGEVIT_DECL
+  int64_t k = 0;
+  for (; k + 4 <= K; k += 4) {
+    // A[r, k:k+4) (only rows < MR are loaded).
+#define EDGEVIT_LOADA(r) const float32x4_t a##r = MR > r ? vld1q_f32(A + r * lda + k) : i0;
+    EDGEVIT_ROWS(EDGEVIT_LOADA)
+#undef EDGEVIT_LOADA
+    const float* b = B + k * kNR;
+    // k + L: c<r> += B[k + L, 0:8] * A[r, k + L].
+#define EDGEVIT_FMA_LANE(r, L)                                  \
+    if constexpr (MR > r) {                                    \
+      c##r##_0 = vfmaq_laneq_f32(c##r##_0, b0, a##r, L);       \
+      c##r##_1 = vfmaq_laneq_f32(c##r##_1, b1, a##r, L);       \
+    }
+#define EDGEVIT_STEP(L)                                                                       \
+    {                                                                                        \
+      const float32x4_t b0 = vld1q_f32(b + L * kNR), b1 = vld1q_f32(b + L * kNR + 4);       \
+      EDGEVIT_FMA_LANE(0, L) EDGEVIT_FMA_LANE(1, L) EDGEVIT_FMA_LANE(2, L)                   \
+      EDGEVIT_FMA_LANE(3, L) EDGEVIT_FMA_LANE(4, L) EDGEVIT_FMA_LANE(5, L)                   \
+      EDGEVIT_FMA_LANE(6, L) EDGEVIT_FMA_LANE(7, L)                                          \
+    }
+    EDGEVIT_STEP(0) EDGEVIT_STEP(1) EDGEVIT_STEP(2) EDGEVIT_STEP(3)
+#undef EDGEVIT_STEP
+#undef EDGEVIT_FMA_LANE
+  }
+  for (; k < K; ++k) {
+    const float32x4_t b0 = vld1q_f32(B + k * kNR), b1 = vld1q_f32(B + k * kNR + 4);
+#define EDGEVIT_FMA_N(r)                                       \
+    if constexpr (MR > r) {                                   \
+      const float a = A[r * lda + k];                         \
+      c##r##_0 = vfmaq_n_f32(c##r##_0, b0, a);                \
+      c##r##_1 = vfmaq_n_f32(c##r##_1, b1, a);                \
+    }
+    EDGEVIT_ROWS(EDGEVIT_FMA_N)
+#undef EDGEVIT_FMA_N
+  }
+  if (nlast == kNR) {
+#define EDGEVIT_STORE(r)                        \
+    if constexpr (MR > r) {                    \
+      vst1q_f32(C + r * ldc, c##r##_0);        \
+      vst1q_f32(C + r * ldc + 4, c##r##_1);    \
+    }
+    EDGEVIT_ROWS(EDGEVIT_STORE)
+#undef EDGEVIT_STORE
+  } else {
+#define EDGEVIT_STORE_PART(r)                                          \
+    if constexpr (MR > r) {                                           \
+      float t[kNR];                                                   \
+      vst1q_f32(t, c##r##_0);                                         \
+      vst1q_f32(t + 4, c##r##_1);                                     \
+      for (int64_t j = 0; j < nlast; ++j) C[r * ldc + j] = t[j];      \
+    }
+    EDGEVIT_ROWS(EDGEVIT_STORE_PART)
+#undef EDGEVIT_STORE_PART
+  }
+}
+#undef EDGEVIT_ROWS
+
+const TileFn kTiles[kMRMax + 1] = {nullptr,  tile<1>, tile<2>, tile<3>, tile<4>,
+                                   tile<5>, tile<6>, tile<7>, tile<8>};
+
+void gemm_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
+               const float* bias, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  const int64_t panels = (N + kNR - 1) / kNR;
+  const int64_t blocks = (M + kMRMax - 1) / kMRMax;
+  const int64_t base = M / blocks, extra = M % blocks;
+  for (int64_t p = 0; p < panels; ++p) {
+    const int64_t n0 = p * kNR, nn = N - n0 < kNR ? N - n0 : kNR;
+    float init[kNR];
+    for (int64_t j = 0; j < kNR; ++j) init[j] = (bias && j < nn) ? bias[n0 + j] : 0.f;
+    for (int64_t blk = 0, m0 = 0; blk < blocks; ++blk) {
+      const int64_t mr = base + (blk < extra ? 1 : 0);
+      kTiles[mr](K, A + m0 * lda, lda, Bp + p * K * kNR, init, C + m0 * ldc + n0, ldc, nn);
+      m0 += mr;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// pack_weight_t: panels of W^T, two 4 x 4 blocks per 4 k transposed in registers
+
+// Columns of the 4 x 4 block (a, b, c, d = rows 0..3) into o0..o3.
+static inline void transpose4(float32x4_t a, float32x4_t b, float32x4_t c, float32x4_t d,
+                              float32x4_t (&o)[4]) {
+  const float64x2_t t0 = vreinterpretq_f64_f32(vtrn1q_f32(a, b));  // a0 b0 a2 b2
+  const float64x2_t t1 = vreinterpretq_f64_f32(vtrn2q_f32(a, b));  // a1 b1 a3 b3
+  const float64x2_t t2 = vreinterpretq_f64_f32(vtrn1q_f32(c, d));  // c0 d0 c2 d2
+  const float64x2_t t3 = vreinterpretq_f64_f32(vtrn2q_f32(c, d));  // c1 d1 c3 d3
+  o[0] = vreinterpretq_f32_f64(vtrn1q_f64(t0, t2));
+  o[1] = vreinterpretq_f32_f64(vtrn1q_f64(t1, t3));
+  o[2] = vreinterpretq_f32_f64(vtrn2q_f64(t0, t2));
+  o[3] = vreinterpretq_f32_f64(vtrn2q_f64(t1, t3));
+}
+
+// Panel p, row k of dst = W[p*8 + j, k] for j < 8 (zero for rows >= N). Reads W only at rows
+// < N and columns < K (the last K % 4 columns one by one).
+void pack_weight_t_neon(const float* w, int64_t N, int64_t K, int64_t ldw, int64_t p0,
+                        int64_t p1, float* dst) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t n0 = p * kNR, nn = N - n0 < kNR ? N - n0 : kNR;
+    float* d = dst + p * K * kNR;
+    int64_t k = 0;
+    for (; k + 4 <= K; k += 4) {
+      float32x4_t r[8], lo[4], hi[4];
+      for (int64_t j = 0; j < 8; ++j)
+        r[j] = j < nn ? vld1q_f32(w + (n0 + j) * ldw + k) : vdupq_n_f32(0.f);
+      transpose4(r[0], r[1], r[2], r[3], lo);
+      transpose4(r[4], r[5], r[6], r[7], hi);
+      for (int t = 0; t < 4; ++t) {
+        vst1q_f32(d + (k + t) * kNR, lo[t]);
+        vst1q_f32(d + (k + t) * kNR + 4, hi[t]);
+      }
+    }
+    for (; k < K; ++k)
+      for (int64_t j = 0; j < kNR; ++j) d[k * kNR + j] = j < nn ? w[(n0 + j) * ldw + k] : 0.f;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// softmax
+
+// exp(x) for any float x: exp(-inf) = 0, exp(NaN) = NaN, overflow -> inf, denormal results.
+// x = n ln2 + r, |r| <= ln2/2 (ln2 split in two so n*C1 is exact), exp(r) = 1 + r + r^2 P(r)
+// (Cephes expf coefficients); 2^n = 2^(n>>1) * 2^(n - (n>>1)), both factors normal for the
+// clamped n in [-150, 128], so only the last multiply rounds.
+static inline float32x4_t exp_neon(float32x4_t x) {
+  // fmax/fmin propagate NaN.
+  x = vmaxq_f32(x, vdupq_n_f32(-104.0f));  // exp(-104) rounds to 0
+  x = vminq_f32(x, vdupq_n_f32(89.0f));    // exp(89) overflows
+  const float32x4_t n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(1.44269504088896341f)));
+  float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693359375f));
+  r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
+  float32x4_t p = vdupq_n_f32(1.9875691500e-4f);
+  p = vfmaq_f32(vdupq_n_f32(1.3981999507e-3f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(8.3334519073e-3f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(4.1665795894e-2f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), p, r);
+  const float32x4_t y = vaddq_f32(vfmaq_f32(r, p, vmulq_f32(r, r)), vdupq_n_f32(1.0f));
+  const int32x4_t ni = vcvtq_s32_f32(n);  // exact: n is integral (NaN -> 0, y is NaN anyway)
+  const int32x4_t n1 = vshrq_n_s32(ni, 1), n2 = vsubq_s32(ni, n1);
+  const int32x4_t bias = vdupq_n_s32(127);
+  const float32x4_t s1 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n1, bias), 23));
+  const float32x4_t s2 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n2, bias), 23));
+  return vmulq_f32(vmulq_f32(y, s1), s2);
+}
+
+void softmax_rows_neon(int64_t M, int64_t N, float scale, float* S, int64_t ld) {
+  if (N <= 0) return;
+  const int64_t nfull = N / 4 * 4, rem = N - nfull;
+  const uint32x4_t tm = lanes_below(rem);
+  const float32x4_t vscale = vdupq_n_f32(scale), ninf = vdupq_n_f32(-INFINITY);
+  for (int64_t m = 0; m < M; ++m) {
+    float* s = S + m * ld;
+    // max of s * scale (fmax propagates NaN: then every output is NaN, as in the reference).
+    float32x4_t vmax = ninf;
+    for (int64_t j = 0; j < nfull; j += 4)
+      vmax = vmaxq_f32(vmax, vmulq_f32(vld1q_f32(s + j), vscale));
+    if (rem) {
+      const float32x4_t x = vmulq_f32(load_partial(s + nfull, rem), vscale);
+      vmax = vmaxq_f32(vmax, vbslq_f32(tm, x, ninf));
+    }
+    const float32x4_t vmx = vdupq_n_f32(vmaxvq_f32(vmax));
+    // s = exp(s * scale - max) (s * scale rounded first, as the scalar stores it), sum.
+    float32x4_t vsum = vdupq_n_f32(0.f);
+    for (int64_t j = 0; j < nfull; j += 4) {
+      const float32x4_t x = opaque(vmulq_f32(vld1q_f32(s + j), vscale));
+      const float32x4_t e = exp_neon(vsubq_f32(x, vmx));
+      vst1q_f32(s + j, e);
+      vsum = vaddq_f32(vsum, e);
+    }
+    if (rem) {
+      const float32x4_t x = opaque(vmulq_f32(load_partial(s + nfull, rem), vscale));
+      const float32x4_t e = vbslq_f32(tm, exp_neon(vsubq_f32(x, vmx)), vdupq_n_f32(0.f));
+      store_partial(s + nfull, rem, e);
+      vsum = vaddq_f32(vsum, e);
+    }
+    const float32x4_t vinv = vdupq_n_f32(1.0f / vaddvq_f32(vsum));
+    for (int64_t j = 0; j < nfull; j += 4) vst1q_f32(s + j, vmulq_f32(vld1q_f32(s + j), vinv));
+    if (rem) store_partial(s + nfull, rem, vmulq_f32(load_partial(s + nfull, rem), vinv));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// propagate + LayerNorm
+
+void prop_layernorm_neon(int64_t C, const float* y, const float* pw, const float* pb,
+                         const float* g, const float* b, float eps, float* out) {
+  if (C <= 0) return;
+  const int64_t cfull = C / 4 * 4, rem = C - cfull;
+  // z = y * pw + pb, sum(z).
+  float32x4_t vsum = vdupq_n_f32(0.f);
+  for (int64_t c = 0; c < cfull; c += 4) {
+    const float32x4_t z = vfmaq_f32(vld1q_f32(pb + c), vld1q_f32(y + c), vld1q_f32(pw + c));
+    vst1q_f32(out + c, z);
+    vsum = vaddq_f32(vsum, z);
+  }
+  if (rem) {
+    const float32x4_t z = vfmaq_f32(load_partial(pb + cfull, rem), load_partial(y + cfull, rem),
+                                    load_partial(pw + cfull, rem));
+    store_partial(out + cfull, rem, z);
+    vsum = vaddq_f32(vsum, z);  // padding lanes are 0 * 0 + 0
+  }
+  const float mean = vaddvq_f32(vsum) / float(C);
+  const float32x4_t vmean = vdupq_n_f32(mean);
+  // Second pass: sum of squared deviations.
+  float32x4_t vsq = vdupq_n_f32(0.f);
+  for (int64_t c = 0; c < cfull; c += 4) {
+    const float32x4_t d = vsubq_f32(vld1q_f32(out + c), vmean);
+    vsq = vfmaq_f32(vsq, d, d);
+  }
+  if (rem) {
+    const float32x4_t d = vbslq_f32(lanes_below(rem),
+                                    vsubq_f32(load_partial(out + cfull, rem), vmean),
+                                    vdupq_n_f32(0.f));
+    vsq = vfmaq_f32(vsq, d, d);
+  }
+  const float var = vaddvq_f32(vsq) / float(C) + eps;
+  const float rstd = 1.0f / vget_lane_f32(vsqrt_f32(vdup_n_f32(var)), 0);
+  const float32x4_t vrstd = vdupq_n_f32(rstd);
+  for (int64_t c = 0; c < cfull; c += 4) {
+    const float32x4_t d = vmulq_f32(vsubq_f32(vld1q_f32(out + c), vmean), vrstd);
+    vst1q_f32(out + c, vfmaq_f32(vld1q_f32(b + c), d, vld1q_f32(g + c)));
+  }
+  if (rem) {
+    const float32x4_t d = vmulq_f32(vsubq_f32(load_partial(out + cfull, rem), vmean), vrstd);
+    store_partial(out + cfull, rem,
+                  vfmaq_f32(load_partial(b + cfull, rem), d, load_partial(g + cfull, rem)));
+  }
+}
+
+const LglUKernels<float> kTable{"neon", kNR, gemm_neon, softmax_rows_neon, prop_layernorm_neon,
+                                pack_weight_t_neon};
+
+}  // namespace
+
+const LglUKernels<float>* neon_ukernels() { return &kTable; }
+
+#else
+
 const LglUKernels<float>* neon_ukernels() { return nullptr; }
+
+#endif
 
 }  // namespace cpu
 }  // namespace edgevit
