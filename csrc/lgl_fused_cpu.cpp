@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/util/safe_numerics.h>
 #include <torch/library.h>
 
 #include <cstdlib>
@@ -38,6 +39,7 @@ const cpu::LglUKernels<float>& float_ukernels() {
 
 void check_param(const at::Tensor& x, const at::Tensor& t, const char* name,
                  at::IntArrayRef expected) {
+  TORCH_CHECK(t.defined(), "lgl_fused: ", name, " is required, got None");
   TORCH_CHECK(t.sizes() == expected, "lgl_fused: ", name, " must have shape ", expected,
               ", got ", t.sizes());
   TORCH_CHECK(t.scalar_type() == x.scalar_type(), "lgl_fused: ", name, " must have the dtype of x (",
@@ -61,8 +63,10 @@ void check_args(const at::Tensor& x, int64_t H, int64_t W, int64_t num_heads, in
               "lgl_fused: x must be float32 or float64 on CPU, got ", x.scalar_type());
   TORCH_CHECK(H >= 1 && W >= 1, "lgl_fused: H and W must be >= 1, got H=", H, ", W=", W);
   const int64_t N = x.size(1), C = x.size(2);
-  TORCH_CHECK(N == H * W, "lgl_fused: x.size(1) must equal H*W = ", H, "*", W, " = ", H * W,
-              ", got ", N);
+  int64_t HW = 0;
+  TORCH_CHECK(!c10::mul_overflows(H, W, &HW) && N == HW, "lgl_fused: x.size(1) must equal H*W = ",
+              H, "*", W, c10::mul_overflows(H, W, &HW) ? " (overflows int64)" : "",
+              c10::mul_overflows(H, W, &HW) ? "" : " = " + std::to_string(HW), ", got ", N);
   TORCH_CHECK(num_heads >= 1, "lgl_fused: num_heads must be >= 1, got ", num_heads);
   TORCH_CHECK(C >= 1 && C % num_heads == 0, "lgl_fused: C = x.size(2) must be a positive multiple "
               "of num_heads = ", num_heads, ", got C = ", C);
@@ -106,7 +110,7 @@ void run(const cpu::LglUKernels<T>& uk, const at::Tensor& x, int64_t H, int64_t 
   const at::Tensor prop_b = contig(prop_bias), norm_w = contig(norm_weight), norm_b = contig(norm_bias);
   // [C, 1, r, r] -> [r*r, C]: one contiguous row of channel weights per window offset.
   const at::Tensor prop_w = r > 1 ? prop_weight->reshape({C, r * r}).t().contiguous() : at::Tensor();
-  at::Tensor workspace = at::empty({cpu::lgl_workspace_size(B, H, W, C, r, uk.nr)}, x.options());
+  at::Tensor workspace = at::empty({cpu::lgl_workspace_size(B, H, W, C, num_heads, r, uk.nr)}, x.options());
 
   cpu::LglArgs<T> a{};
   a.B = B; a.H = H; a.W = W; a.C = C; a.num_heads = num_heads; a.r = r;

@@ -8,19 +8,47 @@ namespace edgevit {
 namespace cpu {
 namespace {
 
-// Task granularity. Fixed (not derived from the thread count) so results never depend on it.
-constexpr int64_t kQkvRows = 32;
-constexpr int64_t kAttnRows = 64;
-constexpr int64_t kOutRows = 64;
-
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// [0, n) cut into ceil(n / max_block) blocks of near-equal size (the last may be smaller), so
+// that tasks of one phase cost about the same and a static split over threads stays balanced.
+struct Blocks {
+  int64_t count, size;
+  Blocks(int64_t n, int64_t max_block)
+      : count(std::max<int64_t>(1, ceil_div(n, max_block))), size(std::max<int64_t>(1, ceil_div(n, count))) {}
+  int64_t begin(int64_t i) const { return i * size; }
+  int64_t len(int64_t i, int64_t n) const { return std::min(size, n - i * size); }
+};
+
+// Task granularity. Fixed, never derived from the thread count: each output element's sum runs
+// in the same order whatever the blocking, and the blocking is the same for any thread count.
+constexpr int64_t kMaxRows = 64;     // rows of one gemm task (A rows / query rows / tokens)
+constexpr int64_t kMaxPanels = 6;    // packed-B panels of one column block (the AVX-512 gemm
+                                     // tiles 3 panels at a time)
+
+// Where each buffer lives in the workspace.
+struct Layout {
+  int64_t qkv_wp, proj_wp, qkv, y, kt, v, total;
+  int64_t kt_size, v_size;  // one (batch, head)'s packed k^T / v
+  Layout(int64_t B, int64_t n, int64_t C, int64_t heads, int64_t nr) {
+    const int64_t d = C / heads;
+    kt_size = packed_b_size(d, n, nr);
+    v_size = packed_b_size(n, d, nr);
+    qkv_wp = 0;
+    proj_wp = qkv_wp + packed_b_size(C, 3 * C, nr);
+    qkv = proj_wp + packed_b_size(C, C, nr);  // [B, n, 3C]
+    y = qkv + B * n * 3 * C;                   // [B, n, C]
+    kt = y + B * n * C;                        // [B, heads] x packed k^T (d x n)
+    v = kt + B * heads * kt_size;              // [B, heads] x packed v (n x d)
+    total = v + B * heads * v_size;
+  }
+};
 
 }  // namespace
 
-int64_t lgl_workspace_size(int64_t B, int64_t H, int64_t W, int64_t C, int64_t r, int64_t nr) {
-  const int64_t n = ceil_div(H, r) * ceil_div(W, r);
-  // packed qkv_weight^T, packed proj_weight^T, qkv [B, n, 3C], y [B, n, C]
-  return packed_b_size(C, 3 * C, nr) + packed_b_size(C, C, nr) + B * n * 4 * C;
+int64_t lgl_workspace_size(int64_t B, int64_t H, int64_t W, int64_t C, int64_t num_heads,
+                           int64_t r, int64_t nr) {
+  return Layout(B, ceil_div(H, r) * ceil_div(W, r), C, num_heads, nr).total;
 }
 
 template <typename T>
@@ -29,86 +57,118 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, T* workspa
   const int64_t B = a.B, H = a.H, W = a.W, C = a.C, r = a.r, nr = uk.nr;
   const int64_t h = ceil_div(H, r), w = ceil_div(W, r), n = h * w, N = H * W;
   const int64_t heads = a.num_heads, d = C / heads;
-  T* qkv_wp = workspace;
-  T* proj_wp = qkv_wp + packed_b_size(C, 3 * C, nr);
-  T* qkv = proj_wp + packed_b_size(C, C, nr);  // [B, n, 3C]
-  T* y = qkv + B * n * 3 * C;                   // [B, n, C]
+  const Layout L(B, n, C, heads, nr);
+  T* qkv_wp = workspace + L.qkv_wp;
+  T* proj_wp = workspace + L.proj_wp;
+  T* qkv = workspace + L.qkv;
+  T* y = workspace + L.y;
+  T* kt = workspace + L.kt;
+  T* v = workspace + L.v;
 
   // 0. weights^T into packed panels.
   const int64_t qkv_panels = ceil_div(3 * C, nr), proj_panels = ceil_div(C, nr);
   parallel_for(qkv_panels + proj_panels, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const bool is_qkv = p < qkv_panels;
-      const T* w = is_qkv ? a.qkv_w : a.proj_w;
+      const T* wt = is_qkv ? a.qkv_w : a.proj_w;
       T* dst = is_qkv ? qkv_wp : proj_wp;
-      const int64_t N = is_qkv ? 3 * C : C, panel = is_qkv ? p : p - qkv_panels;
+      const int64_t Nw = is_qkv ? 3 * C : C, panel = is_qkv ? p : p - qkv_panels;
       if (uk.pack_weight_t) {
-        uk.pack_weight_t(w, N, C, C, panel, panel + 1, dst);
+        uk.pack_weight_t(wt, Nw, C, C, panel, panel + 1, dst);
       } else {
         const int64_t n0 = panel * nr;
-        pack_b(w + n0 * C, C, std::min(nr, N - n0), 1, C, nr, dst + panel * C * nr);
+        pack_b(wt + n0 * C, C, std::min(nr, Nw - n0), 1, C, nr, dst + panel * C * nr);
       }
     }
   });
 
-  // 1. sample + qkv projection.
-  const int64_t qkv_blocks = ceil_div(n, kQkvRows);
-  parallel_for(B * qkv_blocks, [&](int64_t begin, int64_t end) {
-    std::vector<T> tile(kQkvRows * C);
+  // 1. sample + qkv projection, tasks over (batch, row block, column block).
+  const Blocks qrows(n, kMaxRows), qcols(qkv_panels, kMaxPanels);
+  parallel_for(B * qrows.count * qcols.count, [&](int64_t begin, int64_t end) {
+    std::vector<T> tile(qrows.size * C);
+    int64_t gathered = -1;  // (batch, row block) whose sampled rows are in tile
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / qkv_blocks, s0 = task % qkv_blocks * kQkvRows;
-      const int64_t rows = std::min(kQkvRows, n - s0);
-      for (int64_t s = 0; s < rows; ++s) {
-        const int64_t i = (s0 + s) / w, j = (s0 + s) % w;
-        const T* src = a.x + b * a.x_sb + (i * r * W + j * r) * a.x_sn;
-        for (int64_t c = 0; c < C; ++c) tile[s * C + c] = src[c * a.x_sc];
+      const int64_t cb = task % qcols.count, br = task / qcols.count;
+      const int64_t b = br / qrows.count, rb = br % qrows.count;
+      const int64_t s0 = qrows.begin(rb), rows = qrows.len(rb, n);
+      if (gathered != br) {
+        for (int64_t s = 0; s < rows; ++s) {
+          const int64_t i = (s0 + s) / w, j = (s0 + s) % w;
+          const T* src = a.x + b * a.x_sb + (i * r * W + j * r) * a.x_sn;
+          for (int64_t c = 0; c < C; ++c) tile[s * C + c] = src[c * a.x_sc];
+        }
+        gathered = br;
       }
-      uk.gemm(rows, 3 * C, C, tile.data(), C, qkv_wp, a.qkv_b, qkv + (b * n + s0) * 3 * C,
-              3 * C);
+      const int64_t n0 = qcols.begin(cb) * nr;
+      const int64_t cols = std::min(qcols.len(cb, qkv_panels) * nr, 3 * C - n0);
+      uk.gemm(rows, cols, C, tile.data(), C, qkv_wp + n0 * C, a.qkv_b ? a.qkv_b + n0 : nullptr,
+              qkv + (b * n + s0) * 3 * C + n0, 3 * C);
     }
   });
 
-  // 2. attention per head among the n sampled tokens.
-  const int64_t attn_blocks = ceil_div(n, kAttnRows);
-  parallel_for(B * heads * attn_blocks, [&](int64_t begin, int64_t end) {
-    std::vector<T> kt(packed_b_size(d, n, nr)), v(packed_b_size(n, d, nr)), s(kAttnRows * n);
-    int64_t packed_for = -1;  // (b, head) whose k^T and v are in kt / v
+  // 2a. k^T and v of every (batch, head) into packed panels, once.
+  parallel_for(B * heads * 2, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t bh = task / attn_blocks, q0 = task % attn_blocks * kAttnRows;
-      const int64_t b = bh / heads, head = bh % heads;
-      const int64_t rows = std::min(kAttnRows, n - q0);
+      const int64_t bh = task / 2, b = bh / heads, head = bh % heads;
       const T* base = qkv + b * n * 3 * C + head * d;
-      if (packed_for != bh) {
-        pack_b(base + C, d, n, 1, 3 * C, nr, kt.data());         // k^T: (channel, token)
-        pack_b(base + 2 * C, n, d, 3 * C, 1, nr, v.data());      // v  : (token, channel)
-        packed_for = bh;
+      if (task % 2 == 0) {
+        pack_b(base + C, d, n, 1, 3 * C, nr, kt + bh * L.kt_size);      // (channel, token)
+      } else {
+        pack_b(base + 2 * C, n, d, 3 * C, 1, nr, v + bh * L.v_size);    // (token, channel)
       }
-      uk.gemm(rows, n, d, base + q0 * 3 * C, 3 * C, kt.data(), nullptr, s.data(), n);
+    }
+  });
+
+  // 2b. attention per (batch, head, query block): S = q k^T, softmax, S v -> y.
+  const Blocks arows(n, kMaxRows);
+  parallel_for(B * heads * arows.count, [&](int64_t begin, int64_t end) {
+    std::vector<T> s(arows.size * n);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t bh = task / arows.count, qb = task % arows.count;
+      const int64_t b = bh / heads, head = bh % heads;
+      const int64_t q0 = arows.begin(qb), rows = arows.len(qb, n);
+      const T* q = qkv + (b * n + q0) * 3 * C + head * d;
+      uk.gemm(rows, n, d, q, 3 * C, kt + bh * L.kt_size, nullptr, s.data(), n);
       uk.softmax_rows(rows, n, a.scale, s.data(), n);
-      uk.gemm(rows, d, n, s.data(), n, v.data(), nullptr, y + (b * n + q0) * C + head * d, C);
+      uk.gemm(rows, d, n, s.data(), n, v + bh * L.v_size, nullptr, y + (b * n + q0) * C + head * d, C);
     }
   });
 
   // 3. propagate + LayerNorm + projection, straight into the output.
-  const int64_t out_blocks = ceil_div(N, kOutRows);
-  parallel_for(B * out_blocks, [&](int64_t begin, int64_t end) {
-    std::vector<T> tile(r > 1 ? kOutRows * C : 0);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / out_blocks, t0 = task % out_blocks * kOutRows;
-      const int64_t rows = std::min(kOutRows, N - t0);
-      const T* A = y + (b * n + t0) * C;  // r == 1: the sampled map is the map
-      if (r > 1) {
-        for (int64_t t = 0; t < rows; ++t) {
+  if (r > 1) {
+    // Tasks over (batch, token block): the LayerNorm'd tile feeds one gemm over all C columns.
+    const Blocks orows(N, kMaxRows);
+    parallel_for(B * orows.count, [&](int64_t begin, int64_t end) {
+      std::vector<T> tile(orows.size * C);
+      std::vector<const T*> src(orows.size), pw(orows.size);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / orows.count, ob = task % orows.count;
+        const int64_t t0 = orows.begin(ob), rows = orows.len(ob, N);
+        for (int64_t t = 0; t < rows; ++t) {  // token (yy, xx): window (yy/r, xx/r), offset (yy%r, xx%r)
           const int64_t yy = (t0 + t) / W, xx = (t0 + t) % W;
-          const T* src = y + (b * n + yy / r * w + xx / r) * C;
-          const T* pw = a.prop_w + (yy % r * r + xx % r) * C;
-          uk.prop_layernorm(C, src, pw, a.prop_b, a.norm_w, a.norm_b, a.eps, tile.data() + t * C);
+          src[t] = y + (b * n + yy / r * w + xx / r) * C;
+          pw[t] = a.prop_w + (yy % r * r + xx % r) * C;
         }
-        A = tile.data();
+        uk.prop_layernorm_rows(rows, C, src.data(), pw.data(), a.prop_b, a.norm_w, a.norm_b, a.eps,
+                               tile.data());
+        uk.gemm(rows, C, C, tile.data(), C, proj_wp, a.proj_b, a.out + (b * N + t0) * C, C);
       }
-      uk.gemm(rows, C, C, A, C, proj_wp, a.proj_b, a.out + (b * N + t0) * C, C);
-    }
-  });
+    });
+  } else {
+    // r = 1: the sampled map is the map; tasks over (batch, row block, column block) read y.
+    const Blocks orows(N, kMaxRows), ocols(proj_panels, kMaxPanels);
+    parallel_for(B * orows.count * ocols.count, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t cb = task % ocols.count, br = task / ocols.count;
+        const int64_t b = br / orows.count, ob = br % orows.count;
+        const int64_t t0 = orows.begin(ob), rows = orows.len(ob, N);
+        const int64_t n0 = ocols.begin(cb) * nr;
+        const int64_t cols = std::min(ocols.len(cb, proj_panels) * nr, C - n0);
+        uk.gemm(rows, cols, C, y + (b * n + t0) * C, C, proj_wp + n0 * C,
+                a.proj_b ? a.proj_b + n0 : nullptr, a.out + (b * N + t0) * C + n0, C);
+      }
+    });
+  }
 }
 
 template void lgl_fused_forward<float>(const LglArgs<float>&, const LglUKernels<float>&, float*,

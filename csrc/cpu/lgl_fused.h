@@ -1,20 +1,23 @@
 // The fused CPU driver of edgevit::lgl_fused (sample -> attend -> propagate -> LayerNorm -> proj),
 // torch-free so the native harness (tests/native) can build and test it without ATen.
 //
-// Four phases, each a list of independent tasks whose results do not depend on how tasks are
-// spread over threads (every output element is written by exactly one task, with a fixed
-// summation order), so the output is bitwise identical for any thread count:
-//   0. pack : per panel of nr output channels: qkv_weight^T and proj_weight^T into the
-//             micro-kernels' packed-B layout (workspace), so both gemms stream their weights
-//   1. qkv  : per (batch, block of kQkvRows sampled tokens): gather the sampled rows, one gemm
-//             against packed qkv_weight^T            -> workspace qkv [B, n, 3C]
-//   2. attn : per (batch, head, block of kAttnRows queries): S = q k^T, softmax, S v
-//                                                     -> workspace y   [B, n, C]
-//   3. out  : per (batch, block of kOutRows output tokens): propagate + LayerNorm each token into
-//             a [kOutRows, C] tile, one gemm against packed proj_weight^T, written straight
-//             into the output rows (r = 1: the gemm reads y directly).
-// Intermediates: the workspace, O(h*w*C) per batch element, and per-thread tiles of O(n + C)
-// rows; nothing of size B x N x C besides the output.
+// Phases, each a list of independent tasks run through a ParallelFor. Every output element is
+// written by exactly one task and summed in one fixed order (the micro-kernels' per-element
+// arithmetic does not depend on the blocking), and the blocking never depends on the thread
+// count, so the output is bitwise identical for any thread count:
+//   0.  pack : per panel of nr output channels: qkv_weight^T and proj_weight^T into the
+//              micro-kernels' packed-B layout, so both gemms stream their weights
+//   1.  qkv  : per (batch, block of <= 64 sampled tokens, block of <= 6 panels): gather the
+//              sampled rows (strided x), one gemm        -> workspace qkv [B, n, 3C]
+//   2a. kv   : per (batch, head): k^T and v into packed panels, once
+//   2b. attn : per (batch, head, block of <= 64 queries): S = q k^T, softmax, S v
+//                                                        -> workspace y   [B, n, C]
+//   3.  out  : r > 1: per (batch, block of <= 64 output tokens): propagate + LayerNorm the tokens
+//              into a tile, one gemm against packed proj_weight^T, written straight into the
+//              output rows; r = 1: per (batch, token block, panel block), the gemm reads y.
+// Blocks are near-equal in size so that a static split over threads stays balanced.
+// Intermediates: the workspace, O(h*w*C) per batch element, and per-thread tiles of O(64 * (n + C));
+// nothing of size B x N x C besides the output.
 #pragma once
 
 #include <cstdint>
@@ -46,7 +49,8 @@ struct LglArgs {
 using ParallelFor = std::function<void(int64_t n, const std::function<void(int64_t, int64_t)>& fn)>;
 
 // Elements of the shared workspace lgl_fused_forward needs.
-int64_t lgl_workspace_size(int64_t B, int64_t H, int64_t W, int64_t C, int64_t r, int64_t nr);
+int64_t lgl_workspace_size(int64_t B, int64_t H, int64_t W, int64_t C, int64_t num_heads,
+                           int64_t r, int64_t nr);
 
 template <typename T>
 void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, T* workspace,

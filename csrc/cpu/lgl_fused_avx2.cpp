@@ -23,7 +23,7 @@
 // Invariants (no out-of-bounds access): A is read only at rows < M and columns < K; bias only
 // at columns < N (vmaskmovps loads, which do not fault on masked-off lanes); packed panels are
 // read whole (they are zero-padded to 8 columns); C is written only at rows < M, columns < N
-// (vmaskmovps store on the group's last vector). softmax_rows / prop_layernorm touch only
+// (vmaskmovps store on the group's last vector). softmax_rows / prop_layernorm_rows touch only
 // elements < N / < C of each row: the remainder of a row uses masked loads and stores.
 // pack_weight_t reads W only at rows < N, columns < K (masked loads) and writes only its panels.
 //
@@ -297,61 +297,103 @@ void softmax_rows_avx2(int64_t M, int64_t N, float scale, float* S, int64_t ld) 
 }
 
 // ---------------------------------------------------------------------------------------------
-// propagate + LayerNorm
+// propagate + LayerNorm, tokens in groups of 8
 
-void prop_layernorm_avx2(int64_t C, const float* y, const float* pw, const float* pb,
-                         const float* g, const float* b, float eps, float* out) {
-  if (C <= 0) return;
+// Lane t of the result = the sum of the 8 lanes of v[t]: two rounds of hadd give, per 128-bit
+// half, one partial sum of each of 4 tokens; adding the halves of two such vectors gives all 8.
+// 6 hadd + 2 permutes + 1 add for 8 tokens, instead of 8 horizontal sums.
+static inline __m256 reduce8(const __m256 (&v)[8]) {
+  const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  const __m256 c = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  // a: element j of each half = a partial sum of v[j]; c: of v[4 + j].
+  return _mm256_add_ps(_mm256_permute2f128_ps(a, c, 0x20), _mm256_permute2f128_ps(a, c, 0x31));
+}
+
+// Tokens go in groups of 8, three passes per group: (1) z = y * pw + pb into out and a vector
+// of lane sums per token; (2) the squared deviations from the token's mean; (3) the normalised
+// output. The 8 per-token accumulators of passes 1 and 2 are reduced by one reduce8 each, so
+// mean, variance, sqrt and division are one vector op per group. The tokens of a pass are
+// independent, so their loops overlap in the out-of-order window (the per-token version waited
+// on a horizontal sum between passes). A partial group leaves its missing tokens' accumulators
+// at zero (their lanes are computed and ignored).
+void prop_layernorm_rows_avx2(int64_t rows, int64_t C, const float* const* y_rows,
+                              const float* const* pw_rows, const float* pb, const float* g,
+                              const float* b, float eps, float* out) {
+  if (rows <= 0 || C <= 0) return;
   const int64_t cfull = C / 8 * 8;
   const bool has_tail = cfull < C;
   const __m256i tm = tail_mask(C - cfull);
-  // z = y * pw + pb (product rounded, as in the scalar reference), sum(z).
-  __m256 vsum = _mm256_setzero_ps();
-  for (int64_t c = 0; c < cfull; c += 8) {
-    const __m256 yw = opaque(_mm256_mul_ps(_mm256_loadu_ps(y + c), _mm256_loadu_ps(pw + c)));
-    const __m256 z = _mm256_add_ps(yw, _mm256_loadu_ps(pb + c));
-    _mm256_storeu_ps(out + c, z);
-    vsum = _mm256_add_ps(vsum, z);
-  }
-  if (has_tail) {
-    const __m256 yw = opaque(
-        _mm256_mul_ps(_mm256_maskload_ps(y + cfull, tm), _mm256_maskload_ps(pw + cfull, tm)));
-    const __m256 z = _mm256_add_ps(yw, _mm256_maskload_ps(pb + cfull, tm));
-    _mm256_maskstore_ps(out + cfull, tm, z);
-    vsum = _mm256_add_ps(vsum, z);  // masked-off lanes are 0 * 0 + 0
-  }
-  const float mean = hsum(vsum) / float(C);
-  const __m256 vmean = _mm256_set1_ps(mean);
-  // Second pass: sum of squared deviations.
-  __m256 vsq = _mm256_setzero_ps();
-  for (int64_t c = 0; c < cfull; c += 8) {
-    const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(out + c), vmean);
-    vsq = _mm256_fmadd_ps(d, d, vsq);
-  }
-  if (has_tail) {
-    const __m256 d = _mm256_and_ps(_mm256_sub_ps(_mm256_maskload_ps(out + cfull, tm), vmean),
-                                   _mm256_castsi256_ps(tm));
-    vsq = _mm256_fmadd_ps(d, d, vsq);
-  }
-  const float var = hsum(vsq) / float(C) + eps;
-  const float rstd = 1.0f / _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(var)));
-  const __m256 vrstd = _mm256_set1_ps(rstd);
-  for (int64_t c = 0; c < cfull; c += 8) {
-    const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(out + c), vmean), vrstd);
-    _mm256_storeu_ps(out + c,
-                     _mm256_fmadd_ps(d, _mm256_loadu_ps(g + c), _mm256_loadu_ps(b + c)));
-  }
-  if (has_tail) {
-    const __m256 d =
-        _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(out + cfull, tm), vmean), vrstd);
-    _mm256_maskstore_ps(out + cfull, tm,
-                        _mm256_fmadd_ps(d, _mm256_maskload_ps(g + cfull, tm),
-                                        _mm256_maskload_ps(b + cfull, tm)));
+  const __m256 tmf = _mm256_castsi256_ps(tm);
+  const __m256 vC = _mm256_set1_ps(float(C)), veps = _mm256_set1_ps(eps);
+  for (int64_t t0 = 0; t0 < rows; t0 += 8) {
+    const int nt = rows - t0 < 8 ? int(rows - t0) : 8;
+    float* const og = out + t0 * C;
+    __m256 acc[8];
+    alignas(32) float mean[8], rstd[8];
+    for (int t = 0; t < 8; ++t) acc[t] = _mm256_setzero_ps();
+    // Pass 1: z = y * pw + pb (product rounded, as in the scalar reference) into out, sum(z).
+    for (int t = 0; t < nt; ++t) {
+      const float* y = y_rows[t0 + t];
+      const float* pw = pw_rows[t0 + t];
+      float* o = og + t * C;
+      __m256 vsum = _mm256_setzero_ps();
+      for (int64_t c = 0; c < cfull; c += 8) {
+        const __m256 yw = opaque(_mm256_mul_ps(_mm256_loadu_ps(y + c), _mm256_loadu_ps(pw + c)));
+        const __m256 z = _mm256_add_ps(yw, _mm256_loadu_ps(pb + c));
+        _mm256_storeu_ps(o + c, z);
+        vsum = _mm256_add_ps(vsum, z);
+      }
+      if (has_tail) {
+        const __m256 yw = opaque(
+            _mm256_mul_ps(_mm256_maskload_ps(y + cfull, tm), _mm256_maskload_ps(pw + cfull, tm)));
+        const __m256 z = _mm256_add_ps(yw, _mm256_maskload_ps(pb + cfull, tm));
+        _mm256_maskstore_ps(o + cfull, tm, z);
+        vsum = _mm256_add_ps(vsum, z);  // masked-off lanes are 0 * 0 + 0
+      }
+      acc[t] = vsum;
+    }
+    _mm256_store_ps(mean, _mm256_div_ps(reduce8(acc), vC));
+    // Pass 2: sum of squared deviations.
+    for (int t = 0; t < nt; ++t) {
+      const float* o = og + t * C;
+      const __m256 vmean = _mm256_set1_ps(mean[t]);
+      __m256 vsq = _mm256_setzero_ps();
+      for (int64_t c = 0; c < cfull; c += 8) {
+        const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(o + c), vmean);
+        vsq = _mm256_fmadd_ps(d, d, vsq);
+      }
+      if (has_tail) {
+        const __m256 d =
+            _mm256_and_ps(_mm256_sub_ps(_mm256_maskload_ps(o + cfull, tm), vmean), tmf);
+        vsq = _mm256_fmadd_ps(d, d, vsq);
+      }
+      acc[t] = vsq;
+    }
+    // rstd = 1 / sqrt(sq / C + eps), rounded step by step as in the scalar reference.
+    const __m256 var = _mm256_add_ps(_mm256_div_ps(reduce8(acc), vC), veps);
+    _mm256_store_ps(rstd, _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_sqrt_ps(var)));
+    // Pass 3: out = (z - mean) * rstd * g + b.
+    for (int t = 0; t < nt; ++t) {
+      float* o = og + t * C;
+      const __m256 vmean = _mm256_set1_ps(mean[t]), vrstd = _mm256_set1_ps(rstd[t]);
+      for (int64_t c = 0; c < cfull; c += 8) {
+        const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(o + c), vmean), vrstd);
+        _mm256_storeu_ps(o + c,
+                         _mm256_fmadd_ps(d, _mm256_loadu_ps(g + c), _mm256_loadu_ps(b + c)));
+      }
+      if (has_tail) {
+        const __m256 d =
+            _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(o + cfull, tm), vmean), vrstd);
+        _mm256_maskstore_ps(o + cfull, tm,
+                            _mm256_fmadd_ps(d, _mm256_maskload_ps(g + cfull, tm),
+                                            _mm256_maskload_ps(b + cfull, tm)));
+      }
+    }
   }
 }
 
-const LglUKernels<float> kTable{"avx2", kNR, gemm_avx2, softmax_rows_avx2, prop_layernorm_avx2,
-                                pack_weight_t_avx2};
+const LglUKernels<float> kTable{"avx2", kNR, gemm_avx2, softmax_rows_avx2,
+                                prop_layernorm_rows_avx2, pack_weight_t_avx2};
 
 }  // namespace
 

@@ -30,11 +30,19 @@ struct LglUKernels {
   // In place for each of M rows of S (row stride ld): s[0:N] = softmax(s[0:N] * scale).
   void (*softmax_rows)(int64_t M, int64_t N, T scale, T* S, int64_t ld);
 
-  // One propagated token, then LayerNorm over its C channels:
-  //   z[c] = y[c] * pw[c] + pb[c];  out[c] = (z[c] - mean(z)) / sqrt(var(z) + eps) * g[c] + b[c]
-  // (two-pass mean and variance, so a large common offset does not cancel precision away).
-  void (*prop_layernorm)(int64_t C, const T* y, const T* pw, const T* pb, const T* g,
-                         const T* b, T eps, T* out);
+  // Propagate + LayerNorm for `rows` tokens, written as rows of out (row stride C): for t < rows,
+  //   z_t[c] = y_rows[t][c] * pw_rows[t][c] + pb[c]
+  //   out[t*C + c] = (z_t[c] - mean(z_t)) / sqrt(var(z_t) + eps) * g[c] + b[c]
+  // Two-pass statistics per token (mean, then mean of squared deviations), so a large common
+  // offset does not cancel precision away. The row pointers may repeat (tokens sharing a sampled
+  // row or a propagation offset). Reads only y_rows[t][0:C), pw_rows[t][0:C), pb/g/b[0:C);
+  // writes only out[0:rows*C). rows is at most 64 in the driver, but any value works (<= 0: no-op).
+  // SIMD variants normalise tokens in groups of the vector width, so that the per-token
+  // reductions are batched (one transpose-and-add tree per group, not two horizontal sums per
+  // token); out doubles as the store for z between the passes.
+  void (*prop_layernorm_rows)(int64_t rows, int64_t C, const T* const* y_rows,
+                              const T* const* pw_rows, const T* pb, const T* g, const T* b, T eps,
+                              T* out);
 
   // Packs panels [p0, p1) of B = W^T, where W is a row-major [N, K] weight (row stride ldw),
   // into the layout above (dst points at panel 0). A transpose: the per-call cost of using a

@@ -11,23 +11,27 @@
 //   softmax_rows    N = 1..200, ld > N, random rows plus rows with a huge value, -inf entries,
 //                   a NaN, all -inf, +inf. NaN exactly where the reference has NaN, otherwise
 //                   |s - s_ref| <= 1e-6 + 1e-5 |s_ref|.
-//   prop_layernorm  C = 1..400, ordinary inputs and large-mean inputs (mean 1e4, std 1).
+//   prop_layernorm_rows  C = 1..400 x rows {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64}
+//                   (full and partial token groups of every vector width), each token's y and
+//                   pw rows distinct guarded rows in a scrambled order; ordinary inputs and
+//                   large-mean inputs (mean 1e4, std 1), eps 1e-5 and 1e-6.
 //                   |o - o_ref| <= 1e-4 (1 + |o_ref|) + cond, where cond = 4 eps_f32 (2 + sqrt C)
-//                   max|z| rstd |g| is the float rounding of z = y*pw + pb and of its mean,
-//                   amplified by the normalisation (scalar and SIMD sum in different orders);
-//                   it is negligible unless |mean(z)| >> std(z).
+//                   max|z| rstd |g| (per token) is the float rounding of z = y*pw + pb and of
+//                   its mean, amplified by the normalisation (scalar and SIMD sum in different
+//                   orders); it is negligible unless |mean(z)| >> std(z).
 //   lgl_fused_forward  the whole driver with each table (its own packing) vs the scalar table
 //                   on several op shapes (r = 1..4, sides r does not divide, several heads,
 //                   strided x), serial ParallelFor: |o - o_ref| <= 1e-4 (1 + |o_ref|).
 //
-// Out-of-bounds checks: every input the kernels read (A, packed B, bias, rows, LayerNorm
-// vectors) ends exactly at a PROT_NONE guard page, so reading one element too far faults;
-// outputs end at a guard page too and their gaps (ldc > N, ld > N) and a prefix are filled with
-// a canary bit pattern that must be intact afterwards. The asan target adds ASan/UBSan.
+// Out-of-bounds checks: every input the kernels read (A, packed B, bias, rows, each LayerNorm
+// input row, LayerNorm vectors) ends exactly at a PROT_NONE guard page, so reading one element
+// too far faults; outputs end at a guard page too and their gaps (ldc > N, ld > N) and a prefix
+// are filled with a canary bit pattern that must be intact afterwards. The asan target adds ASan/UBSan.
 //
 // Usage: harness            run all tests, print "<isa>: <n> cases OK" per ISA; exit 1 on failure
 //        harness --quick    fewer gemm cases (for slow emulators)
-//        harness --bench    gemm GFLOP/s per ISA on the workload's representative shapes
+//        harness --bench    gemm GFLOP/s per ISA on the workload's representative shapes, weight
+//                           packing and prop_layernorm_rows ns per element / token
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -425,69 +429,160 @@ double exp_ulp_error(const UK& uk) {
 }
 
 // ------------------------------------------------------------------------------------------
-// prop_layernorm
+// prop_layernorm_rows
+
+// nrows rows of n floats, each ending exactly at its own PROT_NONE page (and the first one
+// starting after another), in one mapping: row pointers for the batched kernels.
+class GuardedRows {
+ public:
+  GuardedRows(int64_t nrows, int64_t n) : nrows_(nrows) {
+    const size_t page = size_t(sysconf(_SC_PAGESIZE));
+    const size_t bytes = size_t(n) * sizeof(float);
+    const size_t data_pages = (bytes + page - 1) / page;
+    stride_ = (data_pages + 1) * page;  // data pages, then a guard page
+    len_ = page + size_t(nrows) * stride_;
+    void* p = mmap(nullptr, len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+      std::perror("mmap");
+      std::exit(2);
+    }
+    base_ = static_cast<char*>(p);
+    if (mprotect(base_, page, PROT_NONE) != 0) {
+      std::perror("mprotect");
+      std::exit(2);
+    }
+    for (int64_t i = 0; i < nrows; ++i) {
+      char* guard = base_ + page + (size_t(i) + 1) * stride_ - page;
+      if (mprotect(guard, page, PROT_NONE) != 0) {
+        std::perror("mprotect");
+        std::exit(2);
+      }
+      rows_.push_back(reinterpret_cast<float*>(guard - bytes));
+    }
+  }
+  ~GuardedRows() { munmap(base_, len_); }
+  GuardedRows(const GuardedRows&) = delete;
+  GuardedRows& operator=(const GuardedRows&) = delete;
+  float* row(int64_t i) { return rows_[size_t(i)]; }
+  int64_t rows() const { return nrows_; }
+
+ private:
+  int64_t nrows_;
+  size_t stride_ = 0, len_ = 0;
+  char* base_ = nullptr;
+  std::vector<float*> rows_;
+};
 
 double g_scalar_ln_err64 = 0;
 
+constexpr int64_t kLnPool = 64;  // distinct input rows per C; a case uses a subset
+const int64_t kLnRowCounts[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64};
+
+// For every C in 1..400 and every row count: token t reads y row (7t + rows) % 64 and pw row
+// (5t + 3 rows + 1) % 64 of two pools of 64 distinct guarded rows (distinct within a case, in a
+// scrambled order, y and pw rows not paired the same way); pb, g, b end at guard pages; out is
+// rows * C floats ending at a guard page, after a canary prefix. Ordinary inputs and
+// large-mean inputs (z of mean 1e4, std ~1), eps 1e-5 and 1e-6.
 void test_layernorm(const std::vector<const UK*>& isas, std::vector<Tally>& tallies) {
   const UK& ref = edgevit::cpu::scalar_ukernels<float>();
-  for (int64_t C = 1; C <= 400; ++C)
-    for (int large_mean = 0; large_mean < 2; ++large_mean)
-      for (float eps : {1e-5f, 1e-6f}) {
-        Guarded y(C), pw(C), pb(C), g(C), b(C);
+  const auto& ref64 = edgevit::cpu::scalar_ukernels<double>();
+  constexpr int64_t kPrefix = 16;
+  for (int64_t C = 1; C <= 400; ++C) {
+    GuardedRows ypool(kLnPool, C), pwpool(kLnPool, C);
+    Guarded pb(C), g(C), b(C);
+    for (int large_mean = 0; large_mean < 2; ++large_mean) {
+      for (int64_t i = 0; i < kLnPool; ++i)
         for (int64_t c = 0; c < C; ++c) {
-          y[c] = large_mean ? normal() : 2.f * normal() + 0.5f;
-          pw[c] = uniform(0.5f, 1.5f);
-          pb[c] = large_mean ? 1e4f + uniform(-0.5f, 0.5f) : uniform(-1.f, 1.f);
-          g[c] = uniform(0.5f, 1.5f);
-          b[c] = uniform(-1.f, 1.f);
+          ypool.row(i)[c] = large_mean ? normal() : 2.f * normal() + 0.5f;
+          pwpool.row(i)[c] = uniform(0.5f, 1.5f);
         }
-        std::vector<float> want(C);
-        ref.prop_layernorm(C, y.data(), pw.data(), pb.data(), g.data(), b.data(), eps,
-                           want.data());
-        std::vector<double> y64(y.data(), y.data() + C), pw64(pw.data(), pw.data() + C),
-            pb64(pb.data(), pb.data() + C), g64(g.data(), g.data() + C),
-            b64(b.data(), b.data() + C), want64(C);
-        edgevit::cpu::scalar_ukernels<double>().prop_layernorm(
-            C, y64.data(), pw64.data(), pb64.data(), g64.data(), b64.data(), eps, want64.data());
-        if (large_mean)
-          for (int64_t c = 0; c < C; ++c)
-            g_scalar_ln_err64 = std::max(g_scalar_ln_err64, std::fabs(want[c] - want64[c]));
-        double zmax = 0, zsum = 0, zsq = 0;
+      for (int64_t c = 0; c < C; ++c) {
+        pb[c] = large_mean ? 1e4f + uniform(-0.5f, 0.5f) : uniform(-1.f, 1.f);
+        g[c] = uniform(0.5f, 1.5f);
+        b[c] = uniform(-1.f, 1.f);
+      }
+      // Float64 copies of the pools (informational accuracy of the large-mean case).
+      std::vector<double> y64(kLnPool * C), pw64(kLnPool * C), pb64(pb.data(), pb.data() + C),
+          g64(g.data(), g.data() + C), b64(b.data(), b.data() + C);
+      for (int64_t i = 0; i < kLnPool; ++i)
         for (int64_t c = 0; c < C; ++c) {
-          const double z = double(y[c]) * pw[c] + pb[c];
-          zmax = std::max(zmax, std::fabs(z));
-          zsum += z;
+          y64[i * C + c] = ypool.row(i)[c];
+          pw64[i * C + c] = pwpool.row(i)[c];
         }
-        for (int64_t c = 0; c < C; ++c) {
-          const double d = double(y[c]) * pw[c] + pb[c] - zsum / C;
-          zsq += d * d;
-        }
-        const double rstd = 1.0 / std::sqrt(zsq / C + eps);
-        const double cond_base = 4.0 * 1.1920929e-7 * (2.0 + std::sqrt(double(C))) * zmax * rstd;
-        for (size_t t = 0; t < isas.size(); ++t) {
-          Tally& tally = tallies[t];
-          ++tally.cases;
-          Guarded out(C);
-          out.fill(canary());
-          CURRENT("%s prop_layernorm C=%ld", isas[t]->name, long(C));
-          isas[t]->prop_layernorm(C, y.data(), pw.data(), pb.data(), g.data(), b.data(), eps,
-                                  out.data());
+      for (int64_t rows : kLnRowCounts) {
+        std::vector<const float*> yp(rows), pwp(rows);
+        std::vector<const double*> yp64(rows), pwp64(rows);
+        std::vector<double> zmax(rows, 0.0), zvar(rows);  // per token, of z in float64
+        for (int64_t t = 0; t < rows; ++t) {
+          const int64_t iy = (7 * t + rows) % kLnPool, ip = (5 * t + 3 * rows + 1) % kLnPool;
+          yp[t] = ypool.row(iy);
+          pwp[t] = pwpool.row(ip);
+          yp64[t] = y64.data() + iy * C;
+          pwp64[t] = pw64.data() + ip * C;
+          double zsum = 0, zsq = 0;
           for (int64_t c = 0; c < C; ++c) {
-            const double err = std::fabs(double(out[c]) - want[c]);
-            const double tol = 1e-4 * (1.0 + std::fabs(want[c])) + cond_base * std::fabs(g[c]);
-            if (!(err <= tol)) {
-              fail(tally, "prop_layernorm C=%ld large_mean=%d eps=%g: out[%ld] = %.9g, scalar "
-                   "%.9g (tol %.3g)", long(C), large_mean, eps, long(c), out[c], want[c], tol);
-              break;
+            const double z = double(yp[t][c]) * pwp[t][c] + pb[c];
+            zmax[t] = std::max(zmax[t], std::fabs(z));
+            zsum += z;
+          }
+          for (int64_t c = 0; c < C; ++c) {
+            const double d = double(yp[t][c]) * pwp[t][c] + pb[c] - zsum / C;
+            zsq += d * d;
+          }
+          zvar[t] = zsq / C;
+        }
+        for (float eps : {1e-5f, 1e-6f}) {
+          // Per token: cond / |g[c]| of the tolerance rule (see the top of this file).
+          std::vector<double> cond(rows);
+          for (int64_t t = 0; t < rows; ++t)
+            cond[t] = 4.0 * 1.1920929e-7 * (2.0 + std::sqrt(double(C))) * zmax[t] /
+                      std::sqrt(zvar[t] + eps);
+          std::vector<float> want(rows * C);
+          ref.prop_layernorm_rows(rows, C, yp.data(), pwp.data(), pb.data(), g.data(), b.data(),
+                                  eps, want.data());
+          std::vector<double> want64(rows * C);
+          if (large_mean) {
+            ref64.prop_layernorm_rows(rows, C, yp64.data(), pwp64.data(), pb64.data(), g64.data(),
+                                      b64.data(), double(eps), want64.data());
+            for (int64_t i = 0; i < rows * C; ++i)
+              g_scalar_ln_err64 = std::max(g_scalar_ln_err64, std::fabs(want[i] - want64[i]));
+          }
+          for (size_t t = 0; t < isas.size(); ++t) {
+            Tally& tally = tallies[t];
+            ++tally.cases;
+            Guarded obuf(kPrefix + rows * C);
+            obuf.fill(canary());
+            float* out = obuf.data() + kPrefix;
+            CURRENT("%s prop_layernorm_rows rows=%ld C=%ld", isas[t]->name, long(rows), long(C));
+            isas[t]->prop_layernorm_rows(rows, C, yp.data(), pwp.data(), pb.data(), g.data(),
+                                         b.data(), eps, out);
+            bool bad = false;
+            for (int64_t i = 0; i < kPrefix && !bad; ++i)
+              if (!is_canary(obuf[i])) {
+                fail(tally, "prop_layernorm_rows rows=%ld C=%ld: wrote before out", long(rows),
+                     long(C));
+                bad = true;
+              }
+            for (int64_t i = 0; i < rows * C && !bad; ++i) {
+              const int64_t tok = i / C, c = i % C;
+              const double err = std::fabs(double(out[i]) - want[i]);
+              const double tol = 1e-4 * (1.0 + std::fabs(want[i])) + cond[tok] * std::fabs(g[c]);
+              if (!(err <= tol)) {
+                fail(tally, "prop_layernorm_rows rows=%ld C=%ld large_mean=%d eps=%g: out[%ld, "
+                     "%ld] = %.9g, scalar %.9g (tol %.3g)", long(rows), long(C), large_mean, eps,
+                     long(tok), long(c), out[i], want[i], tol);
+                bad = true;
+              }
+              tally.ln_worst = std::max(tally.ln_worst, err / tol);
+              tally.ln_err[large_mean] = std::max(tally.ln_err[large_mean], err);
+              if (large_mean)
+                tally.ln_err64 = std::max(tally.ln_err64, std::fabs(out[i] - want64[i]));
             }
-            tally.ln_worst = std::max(tally.ln_worst, err / tol);
-            tally.ln_err[large_mean] = std::max(tally.ln_err[large_mean], err);
-            if (large_mean)
-              tally.ln_err64 = std::max(tally.ln_err64, std::fabs(out[c] - want64[c]));
           }
         }
       }
+    }
+  }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -512,7 +607,8 @@ std::vector<float> run_fused(const UK& uk, const OpShape& s, const std::vector<f
   const int64_t C = s.C, N = s.H * s.W;
   Guarded out(s.B * N * C);
   out.fill(canary());
-  std::vector<float> ws(edgevit::cpu::lgl_workspace_size(s.B, s.H, s.W, C, s.r, uk.nr));
+  std::vector<float> ws(
+      edgevit::cpu::lgl_workspace_size(s.B, s.H, s.W, C, s.heads, s.r, uk.nr));
   LglArgs<float> a{};
   a.B = s.B; a.H = s.H; a.W = s.W; a.C = C; a.num_heads = s.heads; a.r = s.r;
   a.scale = 1.0f / std::sqrt(float(C / s.heads));
@@ -667,6 +763,58 @@ void bench(const std::vector<const UK*>& isas) {
         t_pack[which] = best * 1e9 / double(s.N * s.K);
       }
       std::printf("  %4.2f (%4.2f)", t_pack[0], t_pack[1]);
+    }
+    std::printf("\n");
+  }
+  // Propagate + LayerNorm (phase 3 of the driver, r > 1): one block of 64 output tokens as the
+  // driver gathers it at EdgeViT stage 1 (W = 56, r = 4: token t reads sampled row
+  // (t / 56 / 4) * 14 + t % 56 / 4 and offset row (t / 56 % 4) * 4 + t % 4), in one call and in
+  // 64 calls of one row each (what the per-token kernel cost, plus the indirection).
+  std::printf("prop_layernorm_rows, ns per token: 64 rows per call (64 calls of 1 row)\n");
+  for (int64_t C : {36, 72, 144, 240}) {
+    constexpr int64_t kRows = 64;
+    std::printf("%4s  C = %4ld  ", "", long(C));
+    std::vector<float> y(14 * 14 * C), pw(16 * C), pb(C), g(C), b(C), out(kRows * C);
+    for (float& v : y) v = normal();
+    for (float& v : pw) v = uniform(-1.f, 1.f);
+    for (float& v : pb) v = 0.1f * normal();
+    for (float& v : g) v = uniform(0.5f, 1.5f);
+    for (float& v : b) v = 0.1f * normal();
+    std::vector<const float*> yp(kRows), pwp(kRows);
+    for (int64_t t = 0; t < kRows; ++t) {
+      const int64_t yy = t / 56, xx = t % 56;
+      yp[t] = y.data() + (yy / 4 * 14 + xx / 4) * C;
+      pwp[t] = pw.data() + (yy % 4 * 4 + xx % 4) * C;
+    }
+    for (const UK* uk : isas) {
+      double t_ln[2];
+      for (int which = 0; which < 2; ++which) {
+        auto run = [&] {
+          if (which == 0) {
+            uk->prop_layernorm_rows(kRows, C, yp.data(), pwp.data(), pb.data(), g.data(),
+                                    b.data(), 1e-5f, out.data());
+          } else {
+            for (int64_t t = 0; t < kRows; ++t)
+              uk->prop_layernorm_rows(1, C, yp.data() + t, pwp.data() + t, pb.data(), g.data(),
+                                      b.data(), 1e-5f, out.data() + t * C);
+          }
+        };
+        int64_t reps = 1;
+        for (;;) {
+          const double t0 = now_s();
+          for (int64_t i = 0; i < reps; ++i) run();
+          if (now_s() - t0 >= 0.002) break;
+          reps *= 2;
+        }
+        double best = 1e30;
+        for (int trial = 0; trial < 31; ++trial) {
+          const double t0 = now_s();
+          for (int64_t i = 0; i < reps; ++i) run();
+          best = std::min(best, (now_s() - t0) / double(reps));
+        }
+        t_ln[which] = best * 1e9 / double(kRows);
+      }
+      std::printf("  %s %5.1f (%5.1f)", uk->name, t_ln[0], t_ln[1]);
     }
     std::printf("\n");
   }
