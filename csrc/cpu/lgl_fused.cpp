@@ -26,17 +26,26 @@ constexpr int64_t kMaxRows = 64;     // rows of one gemm task (A rows / query ro
 constexpr int64_t kMaxPanels = 6;    // packed-B panels of one column block (the AVX-512 gemm
                                      // tiles 3 panels at a time)
 
+// Rows [0, N) of a row-major [N, K] weight (row stride K) as W^T in packed panels at dst.
+template <typename T>
+void pack_weight_t(const LglUKernels<T>& uk, const T* w, int64_t N, int64_t K, T* dst) {
+  const int64_t panels = ceil_div(N, uk.nr);
+  if (uk.pack_weight_t) {
+    uk.pack_weight_t(w, N, K, K, 0, panels, dst);
+  } else {
+    pack_b(w, K, N, 1, K, uk.nr, dst);
+  }
+}
+
 // Where each buffer lives in the workspace.
 struct Layout {
-  int64_t qkv_wp, proj_wp, qkv, y, kt, v, total;
+  int64_t qkv, y, kt, v, total;
   int64_t kt_size, v_size;  // one (batch, head)'s packed k^T / v
   Layout(int64_t B, int64_t n, int64_t C, int64_t heads, int64_t nr) {
     const int64_t d = C / heads;
     kt_size = packed_b_size(d, n, nr);
     v_size = packed_b_size(n, d, nr);
-    qkv_wp = 0;
-    proj_wp = qkv_wp + packed_b_size(C, 3 * C, nr);
-    qkv = proj_wp + packed_b_size(C, C, nr);  // [B, n, 3C]
+    qkv = 0;                                   // [B, n, 3C]
     y = qkv + B * n * 3 * C;                   // [B, n, C]
     kt = y + B * n * C;                        // [B, heads] x packed k^T (d x n)
     v = kt + B * heads * kt_size;              // [B, heads] x packed v (n x d)
@@ -58,50 +67,36 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, T* workspa
   const int64_t h = ceil_div(H, r), w = ceil_div(W, r), n = h * w, N = H * W;
   const int64_t heads = a.num_heads, d = C / heads;
   const Layout L(B, n, C, heads, nr);
-  T* qkv_wp = workspace + L.qkv_wp;
-  T* proj_wp = workspace + L.proj_wp;
   T* qkv = workspace + L.qkv;
   T* y = workspace + L.y;
   T* kt = workspace + L.kt;
   T* v = workspace + L.v;
 
-  // 0. weights^T into packed panels.
   const int64_t qkv_panels = ceil_div(3 * C, nr), proj_panels = ceil_div(C, nr);
-  parallel_for(qkv_panels + proj_panels, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const bool is_qkv = p < qkv_panels;
-      const T* wt = is_qkv ? a.qkv_w : a.proj_w;
-      T* dst = is_qkv ? qkv_wp : proj_wp;
-      const int64_t Nw = is_qkv ? 3 * C : C, panel = is_qkv ? p : p - qkv_panels;
-      if (uk.pack_weight_t) {
-        uk.pack_weight_t(wt, Nw, C, C, panel, panel + 1, dst);
-      } else {
-        const int64_t n0 = panel * nr;
-        pack_b(wt + n0 * C, C, std::min(nr, Nw - n0), 1, C, nr, dst + panel * C * nr);
-      }
-    }
-  });
 
-  // 1. sample + qkv projection, tasks over (batch, row block, column block).
+  // 1. sample + qkv projection. Tasks run column block by column block, so a thread packs the
+  //    weight panels of a block once (into a tile that stays in cache while it is used) and
+  //    re-gathers the few sampled rows instead.
   const Blocks qrows(n, kMaxRows), qcols(qkv_panels, kMaxPanels);
-  parallel_for(B * qrows.count * qcols.count, [&](int64_t begin, int64_t end) {
-    std::vector<T> tile(qrows.size * C);
-    int64_t gathered = -1;  // (batch, row block) whose sampled rows are in tile
+  parallel_for(qcols.count * B * qrows.count, [&](int64_t begin, int64_t end) {
+    std::vector<T> tile(qrows.size * C), wp(qcols.size * C * nr);
+    int64_t packed = -1;  // column block whose panels are in wp
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t cb = task % qcols.count, br = task / qcols.count;
+      const int64_t cb = task / (B * qrows.count), br = task % (B * qrows.count);
       const int64_t b = br / qrows.count, rb = br % qrows.count;
       const int64_t s0 = qrows.begin(rb), rows = qrows.len(rb, n);
-      if (gathered != br) {
-        for (int64_t s = 0; s < rows; ++s) {
-          const int64_t i = (s0 + s) / w, j = (s0 + s) % w;
-          const T* src = a.x + b * a.x_sb + (i * r * W + j * r) * a.x_sn;
-          for (int64_t c = 0; c < C; ++c) tile[s * C + c] = src[c * a.x_sc];
-        }
-        gathered = br;
-      }
       const int64_t n0 = qcols.begin(cb) * nr;
       const int64_t cols = std::min(qcols.len(cb, qkv_panels) * nr, 3 * C - n0);
-      uk.gemm(rows, cols, C, tile.data(), C, qkv_wp + n0 * C, a.qkv_b ? a.qkv_b + n0 : nullptr,
+      if (packed != cb) {
+        pack_weight_t(uk, a.qkv_w + n0 * C, cols, C, wp.data());
+        packed = cb;
+      }
+      for (int64_t s = 0; s < rows; ++s) {
+        const int64_t i = (s0 + s) / w, j = (s0 + s) % w;
+        const T* src = a.x + b * a.x_sb + (i * r * W + j * r) * a.x_sn;
+        for (int64_t c = 0; c < C; ++c) tile[s * C + c] = src[c * a.x_sc];
+      }
+      uk.gemm(rows, cols, C, tile.data(), C, wp.data(), a.qkv_b ? a.qkv_b + n0 : nullptr,
               qkv + (b * n + s0) * 3 * C + n0, 3 * C);
     }
   });
@@ -136,11 +131,13 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, T* workspa
 
   // 3. propagate + LayerNorm + projection, straight into the output.
   if (r > 1) {
-    // Tasks over (batch, token block): the LayerNorm'd tile feeds one gemm over all C columns.
+    // Tasks over (batch, token block): the LayerNorm'd tile feeds one gemm over all C columns;
+    // each thread packs proj_weight^T once.
     const Blocks orows(N, kMaxRows);
     parallel_for(B * orows.count, [&](int64_t begin, int64_t end) {
-      std::vector<T> tile(orows.size * C);
+      std::vector<T> tile(orows.size * C), wp(proj_panels * C * nr);
       std::vector<const T*> src(orows.size), pw(orows.size);
+      pack_weight_t(uk, a.proj_w, C, C, wp.data());
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / orows.count, ob = task % orows.count;
         const int64_t t0 = orows.begin(ob), rows = orows.len(ob, N);
@@ -151,20 +148,26 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, T* workspa
         }
         uk.prop_layernorm_rows(rows, C, src.data(), pw.data(), a.prop_b, a.norm_w, a.norm_b, a.eps,
                                tile.data());
-        uk.gemm(rows, C, C, tile.data(), C, proj_wp, a.proj_b, a.out + (b * N + t0) * C, C);
+        uk.gemm(rows, C, C, tile.data(), C, wp.data(), a.proj_b, a.out + (b * N + t0) * C, C);
       }
     });
   } else {
-    // r = 1: the sampled map is the map; tasks over (batch, row block, column block) read y.
+    // r = 1: the sampled map is the map; tasks over (column block, batch, token block) read y.
     const Blocks orows(N, kMaxRows), ocols(proj_panels, kMaxPanels);
-    parallel_for(B * orows.count * ocols.count, [&](int64_t begin, int64_t end) {
+    parallel_for(ocols.count * B * orows.count, [&](int64_t begin, int64_t end) {
+      std::vector<T> wp(ocols.size * C * nr);
+      int64_t packed = -1;
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t cb = task % ocols.count, br = task / ocols.count;
+        const int64_t cb = task / (B * orows.count), br = task % (B * orows.count);
         const int64_t b = br / orows.count, ob = br % orows.count;
         const int64_t t0 = orows.begin(ob), rows = orows.len(ob, N);
         const int64_t n0 = ocols.begin(cb) * nr;
         const int64_t cols = std::min(ocols.len(cb, proj_panels) * nr, C - n0);
-        uk.gemm(rows, cols, C, y + (b * n + t0) * C, C, proj_wp + n0 * C,
+        if (packed != cb) {
+          pack_weight_t(uk, a.proj_w + n0 * C, cols, C, wp.data());
+          packed = cb;
+        }
+        uk.gemm(rows, cols, C, y + (b * n + t0) * C, C, wp.data(),
                 a.proj_b ? a.proj_b + n0 : nullptr, a.out + (b * N + t0) * C + n0, C);
       }
     });
