@@ -1,0 +1,59 @@
+"""The main job (edgevit_kernels.__main__ / edgevit-bench): a tiny run end to end, and its flags."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgevit_kernels.__main__ import main
+
+
+def test_main_tiny_run(tmp_path, capsys):
+    chart, out = tmp_path / "chart.png", tmp_path / "out.json"
+    rc = main(["--variants", "xxs", "--runs", "2", "--baselines", "eager,fused", "--resolution", "64",
+               "--chart", str(chart), "--json", str(out), "--no-progress"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+
+    # header and table
+    assert text.startswith("# edgevit-bench: ")
+    for word in ("threads", "ISA", "torch", "onnxruntime", "B=1", "64x64"):
+        assert word in text.splitlines()[0]
+    rows = {line.split()[1]: line.split() for line in text.splitlines() if line.startswith("xxs ")}
+    assert set(rows) == {"eager", "fused"}
+    assert rows["fused"][6] == "100.0%"  # top-1 agreement column
+    assert float(rows["fused"][5]) <= 1e-3  # max |d logits|
+    assert f"chart: {chart}" in text and chart.stat().st_size > 1000
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # JSON
+    data = json.loads(out.read_text())
+    assert data["machine"]["threads"] >= 1 and data["machine"]["isa"]
+    assert data["config"]["baselines"] == ["eager", "fused"]
+    res = {r["path"]: r for r in data["results"]}
+    assert set(res) == {"eager", "fused"}
+    for r in res.values():
+        assert r["variant"] == "xxs" and r["batch"] == 1 and (r["height"], r["width"]) == (64, 64)
+        assert len(r["times_ms"]) == 2 and r["median_ms"] > 0 and r["iqr_ms"] >= 0
+        assert r["top1_total"] == 16 and r["top1_agree"] == 16
+    assert res["eager"]["max_abs_diff"] == 0.0
+    assert res["fused"]["max_abs_diff"] <= 1e-3
+    assert res["fused"]["speedup_vs_eager"] > 0
+    assert "FELL BACK" not in res["fused"]["note"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--baselines", "eager,tensorrt"], "--baselines: unknown 'tensorrt'"),
+    (["--variants", "xxl"], "--variants: unknown 'xxl'"),
+    (["--runs", "0"], "--runs must be >= 1"),
+    (["--resolution", "16"], "--resolution must be at least 32"),
+    (["--resolution", "64", "64", "64"], "--resolution takes H or H W"),
+])
+def test_main_bad_flags(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: edgevit-bench")
+    assert message in err
