@@ -286,80 +286,112 @@ static inline float32x4_t reduce4(float32x4_t v0, float32x4_t v1, float32x4_t v2
   return vpaddq_f32(vpaddq_f32(v0, v1), vpaddq_f32(v2, v3));
 }
 
-// Tokens go in groups of 4, three passes per group: (1) z = y * pw + pb into out and a vector
-// of lane sums per token; (2) the squared deviations from the token's mean; (3) the normalised
-// output. The 4 per-token accumulators of passes 1 and 2 are reduced by one reduce4 each, so
-// mean, variance, sqrt and division are one vector op per group. A partial group leaves its
-// missing tokens' accumulators at zero (their lanes are computed and ignored). The last C % 4
-// channels of a row go through a temporary (load_partial / store_partial).
+// The passes of one group of nt <= 4 tokens, z in the group's rows of out (row stride C).
+// pass1: z = y * pw + pb (one FMA, as the scalar reference compiles on aarch64) and acc[t] =
+// partial sums of z_t; pass2: acc[t] = partial sums of (z_t - mean[t])^2; pass3: out row t =
+// (z_t - mean[t]) * rstd[t] * g + b, in place. acc[t] of the missing tokens t >= nt is zero
+// (their lanes of the statistics are computed and ignored). The last C % 4 channels of a row
+// go through a temporary (load_partial / store_partial; padding lanes of z are 0 * 0 + 0, of a
+// deviation zeroed by the select).
+static inline void ln_pass1(int nt, int64_t C, const float* const* y_rows,
+                            const float* const* pw_rows, const float* pb, float* z,
+                            float32x4_t (&acc)[4]) {
+  const int64_t cfull = C / 4 * 4, rem = C - cfull;
+  for (int t = 0; t < 4; ++t) acc[t] = vdupq_n_f32(0.f);
+  for (int t = 0; t < nt; ++t, z += C) {
+    const float* y = y_rows[t];
+    const float* pw = pw_rows[t];
+    float32x4_t vsum = vdupq_n_f32(0.f);
+    for (int64_t c = 0; c < cfull; c += 4) {
+      const float32x4_t v = vfmaq_f32(vld1q_f32(pb + c), vld1q_f32(y + c), vld1q_f32(pw + c));
+      vst1q_f32(z + c, v);
+      vsum = vaddq_f32(vsum, v);
+    }
+    if (rem) {
+      const float32x4_t v = vfmaq_f32(load_partial(pb + cfull, rem),
+                                      load_partial(y + cfull, rem),
+                                      load_partial(pw + cfull, rem));
+      store_partial(z + cfull, rem, v);
+      vsum = vaddq_f32(vsum, v);
+    }
+    acc[t] = vsum;
+  }
+}
+
+static inline void ln_pass2(int nt, int64_t C, const float* z, const float* mean,
+                            float32x4_t (&acc)[4]) {
+  const int64_t cfull = C / 4 * 4, rem = C - cfull;
+  const uint32x4_t tm = lanes_below(rem);
+  for (int t = 0; t < 4; ++t) acc[t] = vdupq_n_f32(0.f);
+  for (int t = 0; t < nt; ++t, z += C) {
+    const float32x4_t vmean = vdupq_n_f32(mean[t]);
+    float32x4_t vsq = vdupq_n_f32(0.f);
+    for (int64_t c = 0; c < cfull; c += 4) {
+      const float32x4_t d = vsubq_f32(vld1q_f32(z + c), vmean);
+      vsq = vfmaq_f32(vsq, d, d);
+    }
+    if (rem) {
+      const float32x4_t d =
+          vbslq_f32(tm, vsubq_f32(load_partial(z + cfull, rem), vmean), vdupq_n_f32(0.f));
+      vsq = vfmaq_f32(vsq, d, d);
+    }
+    acc[t] = vsq;
+  }
+}
+
+static inline void ln_pass3(int nt, int64_t C, const float* mean, const float* rstd,
+                            const float* g, const float* b, float* out) {
+  const int64_t cfull = C / 4 * 4, rem = C - cfull;
+  for (int t = 0; t < nt; ++t, out += C) {
+    const float32x4_t vmean = vdupq_n_f32(mean[t]), vrstd = vdupq_n_f32(rstd[t]);
+    for (int64_t c = 0; c < cfull; c += 4) {
+      const float32x4_t d = vmulq_f32(vsubq_f32(vld1q_f32(out + c), vmean), vrstd);
+      vst1q_f32(out + c, vfmaq_f32(vld1q_f32(b + c), d, vld1q_f32(g + c)));
+    }
+    if (rem) {
+      const float32x4_t d = vmulq_f32(vsubq_f32(load_partial(out + cfull, rem), vmean), vrstd);
+      store_partial(out + cfull, rem,
+                    vfmaq_f32(load_partial(b + cfull, rem), d, load_partial(g + cfull, rem)));
+    }
+  }
+}
+
+// Tokens go in groups of 4 (one lane each in the reduced statistics), kLnGroups groups at a
+// time: pass 1 of each group (each followed by its reduce4 + division: the group's 4 means),
+// pass 2 of each (reduce4, division, sqrt, division: 4 rstd), pass 3 of each. The statistics of
+// one group are a chain of dependent divisions and a square root; the other groups' passes,
+// next in program order and independent of it, run meanwhile. Within a pass the tokens are
+// independent too (the per-token kernel waited on two horizontal sums per token). 16-byte
+// vectors at 16-byte aligned rows never straddle cache lines, so z simply lives in out (the x86
+// kernels use an aligned scratch for it).
+constexpr int kLnGroups = 4;
+
 void prop_layernorm_rows_neon(int64_t rows, int64_t C, const float* const* y_rows,
                               const float* const* pw_rows, const float* pb, const float* g,
                               const float* b, float eps, float* out) {
   if (rows <= 0 || C <= 0) return;
-  const int64_t cfull = C / 4 * 4, rem = C - cfull;
-  const uint32x4_t tm = lanes_below(rem);
-  const float32x4_t vC = vdupq_n_f32(float(C)), veps = vdupq_n_f32(eps), zero = vdupq_n_f32(0.f);
-  for (int64_t t0 = 0; t0 < rows; t0 += 4) {
-    const int nt = rows - t0 < 4 ? int(rows - t0) : 4;
-    float* const og = out + t0 * C;
-    float32x4_t acc[4] = {zero, zero, zero, zero};
-    float mean[4], rstd[4];
-    // Pass 1: z = y * pw + pb (one FMA, as the scalar reference compiles on aarch64) into out,
-    // sum(z).
-    for (int t = 0; t < nt; ++t) {
-      const float* y = y_rows[t0 + t];
-      const float* pw = pw_rows[t0 + t];
-      float* o = og + t * C;
-      float32x4_t vsum = zero;
-      for (int64_t c = 0; c < cfull; c += 4) {
-        const float32x4_t z = vfmaq_f32(vld1q_f32(pb + c), vld1q_f32(y + c), vld1q_f32(pw + c));
-        vst1q_f32(o + c, z);
-        vsum = vaddq_f32(vsum, z);
-      }
-      if (rem) {
-        const float32x4_t z = vfmaq_f32(load_partial(pb + cfull, rem),
-                                        load_partial(y + cfull, rem),
-                                        load_partial(pw + cfull, rem));
-        store_partial(o + cfull, rem, z);
-        vsum = vaddq_f32(vsum, z);  // padding lanes are 0 * 0 + 0
-      }
-      acc[t] = vsum;
+  const float32x4_t vC = vdupq_n_f32(float(C)), veps = vdupq_n_f32(eps);
+  float32x4_t acc[4];
+  float mean[kLnGroups][4], rstd[kLnGroups][4];
+  for (int64_t t0 = 0; t0 < rows; t0 += kLnGroups * 4) {
+    const int64_t left = rows - t0;
+    const int ng = left >= kLnGroups * 4 ? kLnGroups : int((left + 3) / 4);
+    int nt[kLnGroups];
+    for (int h = 0; h < ng; ++h) nt[h] = left - h * 4 >= 4 ? 4 : int(left - h * 4);
+    for (int h = 0; h < ng; ++h) {
+      ln_pass1(nt[h], C, y_rows + t0 + h * 4, pw_rows + t0 + h * 4, pb, out + (t0 + h * 4) * C,
+               acc);
+      vst1q_f32(mean[h], vdivq_f32(reduce4(acc[0], acc[1], acc[2], acc[3]), vC));
     }
-    vst1q_f32(mean, vdivq_f32(reduce4(acc[0], acc[1], acc[2], acc[3]), vC));
-    // Pass 2: sum of squared deviations.
-    for (int t = 0; t < nt; ++t) {
-      const float* o = og + t * C;
-      const float32x4_t vmean = vdupq_n_f32(mean[t]);
-      float32x4_t vsq = zero;
-      for (int64_t c = 0; c < cfull; c += 4) {
-        const float32x4_t d = vsubq_f32(vld1q_f32(o + c), vmean);
-        vsq = vfmaq_f32(vsq, d, d);
-      }
-      if (rem) {
-        const float32x4_t d =
-            vbslq_f32(tm, vsubq_f32(load_partial(o + cfull, rem), vmean), zero);
-        vsq = vfmaq_f32(vsq, d, d);
-      }
-      acc[t] = vsq;
+    for (int h = 0; h < ng; ++h) {
+      ln_pass2(nt[h], C, out + (t0 + h * 4) * C, mean[h], acc);
+      // rstd = 1 / sqrt(sq / C + eps), rounded step by step as in the scalar reference.
+      const float32x4_t var =
+          vaddq_f32(vdivq_f32(reduce4(acc[0], acc[1], acc[2], acc[3]), vC), veps);
+      vst1q_f32(rstd[h], vdivq_f32(vdupq_n_f32(1.0f), vsqrtq_f32(var)));
     }
-    // rstd = 1 / sqrt(sq / C + eps), rounded step by step as in the scalar reference.
-    const float32x4_t var =
-        vaddq_f32(vdivq_f32(reduce4(acc[0], acc[1], acc[2], acc[3]), vC), veps);
-    vst1q_f32(rstd, vdivq_f32(vdupq_n_f32(1.0f), vsqrtq_f32(var)));
-    // Pass 3: out = (z - mean) * rstd * g + b.
-    for (int t = 0; t < nt; ++t) {
-      float* o = og + t * C;
-      const float32x4_t vmean = vdupq_n_f32(mean[t]), vrstd = vdupq_n_f32(rstd[t]);
-      for (int64_t c = 0; c < cfull; c += 4) {
-        const float32x4_t d = vmulq_f32(vsubq_f32(vld1q_f32(o + c), vmean), vrstd);
-        vst1q_f32(o + c, vfmaq_f32(vld1q_f32(b + c), d, vld1q_f32(g + c)));
-      }
-      if (rem) {
-        const float32x4_t d = vmulq_f32(vsubq_f32(load_partial(o + cfull, rem), vmean), vrstd);
-        store_partial(o + cfull, rem,
-                      vfmaq_f32(load_partial(b + cfull, rem), d, load_partial(g + cfull, rem)));
-      }
-    }
+    for (int h = 0; h < ng; ++h)
+      ln_pass3(nt[h], C, mean[h], rstd[h], g, b, out + (t0 + h * 4) * C);
   }
 }
 

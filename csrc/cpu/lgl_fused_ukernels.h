@@ -37,9 +37,9 @@ struct LglUKernels {
   // offset does not cancel precision away. The row pointers may repeat (tokens sharing a sampled
   // row or a propagation offset). Reads only y_rows[t][0:C), pw_rows[t][0:C), pb/g/b[0:C);
   // writes only out[0:rows*C). rows is at most 64 in the driver, but any value works (<= 0: no-op).
-  // SIMD variants normalise tokens in groups of the vector width, so that the per-token
-  // reductions are batched (one transpose-and-add tree per group, not two horizontal sums per
-  // token); out doubles as the store for z between the passes.
+  // SIMD variants normalise tokens in groups of one token per vector lane, so that the
+  // per-token reductions are batched (one transpose-and-add tree per group and statistic, not
+  // two horizontal sums per token); z is kept between the passes in out or in a stack scratch.
   void (*prop_layernorm_rows)(int64_t rows, int64_t C, const T* const* y_rows,
                               const T* const* pw_rows, const T* pb, const T* g, const T* b, T eps,
                               T* out);

@@ -26,7 +26,8 @@
 // Out-of-bounds checks: every input the kernels read (A, packed B, bias, rows, each LayerNorm
 // input row, LayerNorm vectors) ends exactly at a PROT_NONE guard page, so reading one element
 // too far faults; outputs end at a guard page too and their gaps (ldc > N, ld > N) and a prefix
-// are filled with a canary bit pattern that must be intact afterwards. The asan target adds ASan/UBSan.
+// are filled with a canary bit pattern that must be intact afterwards. The asan target adds
+// ASan/UBSan.
 //
 // Usage: harness            run all tests, print "<isa>: <n> cases OK" per ISA; exit 1 on failure
 //        harness --quick    fewer gemm cases (for slow emulators)
