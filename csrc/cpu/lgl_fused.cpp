@@ -141,10 +141,17 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, T* workspa
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / orows.count, ob = task % orows.count;
         const int64_t t0 = orows.begin(ob), rows = orows.len(ob, N);
-        for (int64_t t = 0; t < rows; ++t) {  // token (yy, xx): window (yy/r, xx/r), offset (yy%r, xx%r)
-          const int64_t yy = (t0 + t) / W, xx = (t0 + t) % W;
-          src[t] = y + (b * n + yy / r * w + xx / r) * C;
-          pw[t] = a.prop_w + (yy % r * r + xx % r) * C;
+        // Token (yy, xx) reads window (i, j) = (yy / r, xx / r) at offset (di, dj) = (yy % r, xx % r);
+        // walked incrementally, as integer divisions per token would cost more than its LayerNorm.
+        int64_t yy = t0 / W, xx = t0 % W, i = yy / r, di = yy % r, j = xx / r, dj = xx % r;
+        for (int64_t t = 0; t < rows; ++t) {
+          src[t] = y + (b * n + i * w + j) * C;
+          pw[t] = a.prop_w + (di * r + dj) * C;
+          if (++dj == r) dj = 0, ++j;
+          if (++xx == W) {
+            xx = j = dj = 0;
+            if (++di == r) di = 0, ++i;
+          }
         }
         uk.prop_layernorm_rows(rows, C, src.data(), pw.data(), a.prop_b, a.norm_w, a.norm_b, a.eps,
                                tile.data());
