@@ -74,7 +74,7 @@ setup(
     extras_require={
         "gpu": ["triton>=3.2"],
         # Triton runs the GPU kernels' tests on CPU tensors (TRITON_INTERPRET=1).
-        "test": ["pytest", "hypothesis", "triton>=3.2; platform_system == 'Linux' and platform_machine == 'x86_64'"],
+        "test": ["pytest", "hypothesis", "matplotlib", "triton>=3.2; platform_system == 'Linux' and platform_machine == 'x86_64'"],
         "bench": ["pytest-benchmark", "matplotlib", "onnx", "onnxruntime", "onnxscript", "tqdm"],
     },
     entry_points={"console_scripts": ["edgevit-bench=edgevit_kernels.__main__:main"]},
