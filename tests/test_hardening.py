@@ -1,5 +1,5 @@
 """Hardening of edgevit::lgl_fused: thread safety, memory, determinism, a broken or missing build,
-and the bad inputs of docs/bad_input.md that tests/test_lgl_fused.py does not already cover.
+and the bad inputs of the README's "Bad input" tables that tests/test_lgl_fused.py does not already cover.
 
 Findings these tests pin down (see the README):
 * The op is reentrant: concurrent calls from Python threads give bitwise the serial results.
@@ -328,7 +328,7 @@ def test_missing_extension_file_says_not_built(tmp_path):
 
 
 # ---------------------------------------------------------------- bad input
-# docs/bad_input.md lists every bad input with its error and the test that checks it; the cases
+# The README's "Bad input" tables list every bad input with its error and the test that checks it; the cases
 # below are those tests/test_lgl_fused.py does not cover.
 
 def _bad(mutate, match, shape=(2, 6, 6, 12, 3, 2), exc=RuntimeError):
