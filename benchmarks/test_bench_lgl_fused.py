@@ -110,5 +110,6 @@ def test_lgl_fused_cpu(benchmark, stage, B, contender):
             torch.testing.assert_close(fn(x), module(x, H, H), atol=1e-3, rtol=1e-3)
         for _ in range(3):  # warm-up (and compilation) outside the timed rounds
             fn(x)
-        benchmark.pedantic(fn, args=(x,), rounds=min(300, max(30, int(3e9 / dense_flops(B, C, heads, r, H)))),
-                           warmup_rounds=3, iterations=1)
+        # Many rounds: this shared VM's speed drifts, and a long window keeps the medians comparable.
+        benchmark.pedantic(fn, args=(x,), rounds=min(1000, max(100, int(3e10 / dense_flops(B, C, heads, r, H)))),
+                           warmup_rounds=10, iterations=1)
