@@ -2,6 +2,9 @@
 correctness, gradient and opcheck tests (and the Triton tests)."""
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+
 import torch
 
 # (B, H, W, C, num_heads, sr_ratio): the EdgeViT stages at 224x224 ...
@@ -41,3 +44,17 @@ def make_args(B, H, W, C, num_heads, r, dtype=torch.float32, device="cpu", seed=
 def shape_id(shape):
     B, H, W, C, heads, r = shape
     return f"B{B}-{H}x{W}-C{C}-h{heads}-r{r}"
+
+
+@contextmanager
+def cpu_isa(name):
+    """Run the block with EDGEVIT_CPU_ISA=name (the op re-reads it on every call)."""
+    old = os.environ.get("EDGEVIT_CPU_ISA")
+    os.environ["EDGEVIT_CPU_ISA"] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("EDGEVIT_CPU_ISA", None)
+        else:
+            os.environ["EDGEVIT_CPU_ISA"] = old

@@ -27,25 +27,11 @@ import torch
 import edgevit
 import edgevit_kernels
 from edgevit_kernels import lgl_fused, lgl_reference
-from lgl_samples import make_args, shape_id
+from lgl_samples import cpu_isa, make_args, shape_id
 
 ISAS = edgevit_kernels.supported_cpu_isas()
 XXS_STAGES_B3 = [(3, 56, 56, 36, 1, 4), (3, 28, 28, 72, 2, 2), (3, 14, 14, 144, 4, 2), (3, 7, 7, 288, 8, 1)]  # at 224
 JOIN_TIMEOUT_S = 120  # a deadlock fails the test instead of hanging the run
-
-
-@contextmanager
-def cpu_isa(name):
-    old = os.environ.get("EDGEVIT_CPU_ISA")
-    os.environ["EDGEVIT_CPU_ISA"] = name
-    try:
-        assert edgevit_kernels.cpu_isa() == name
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("EDGEVIT_CPU_ISA", None)
-        else:
-            os.environ["EDGEVIT_CPU_ISA"] = old
 
 
 @contextmanager

@@ -28,34 +28,18 @@ Seeded: ``derandomize=True`` (a failure reproduces on every run); ``deadline=Non
 """
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
-
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import edgevit_kernels
 from edgevit_kernels import lgl_fused, lgl_reference
-from lgl_samples import make_args
+from lgl_samples import cpu_isa, make_args
 
 ISAS = edgevit_kernels.supported_cpu_isas()
 TOL = {torch.float32: (2e-5, 1e-4), torch.float64: (1e-10, 1e-10)}  # (atol / M, rtol)
 SETTINGS = dict(derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MAX_ERR = {}  # largest |out - ref| / M seen per (dtype, magnitude): printed by the last test
-
-
-@contextmanager
-def cpu_isa(name):
-    old = os.environ.get("EDGEVIT_CPU_ISA")
-    os.environ["EDGEVIT_CPU_ISA"] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("EDGEVIT_CPU_ISA", None)
-        else:
-            os.environ["EDGEVIT_CPU_ISA"] = old
 
 
 @st.composite
