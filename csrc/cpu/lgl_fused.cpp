@@ -39,17 +39,15 @@ void pack_weight_t(const LglUKernels<T>& uk, const T* w, int64_t N, int64_t K, T
 
 // Where each buffer lives in the workspace.
 struct Layout {
-  int64_t qkv, y, kt, v, total;
-  int64_t kt_size, v_size;  // one (batch, head)'s packed k^T / v
+  int64_t qkv, y, total;
+  int64_t kt_size, v_size;  // one (batch, head)'s packed k^T / v (per-thread tiles)
   Layout(int64_t B, int64_t n, int64_t C, int64_t heads, int64_t nr) {
     const int64_t d = C / heads;
     kt_size = packed_b_size(d, n, nr);
     v_size = packed_b_size(n, d, nr);
     qkv = 0;                                   // [B, n, 3C]
     y = qkv + B * n * 3 * C;                   // [B, n, C]
-    kt = y + B * n * C;                        // [B, heads] x packed k^T (d x n)
-    v = kt + B * heads * kt_size;              // [B, heads] x packed v (n x d)
-    total = v + B * heads * v_size;
+    total = y + B * n * C;
   }
 };
 
@@ -69,8 +67,6 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, T* workspa
   const Layout L(B, n, C, heads, nr);
   T* qkv = workspace + L.qkv;
   T* y = workspace + L.y;
-  T* kt = workspace + L.kt;
-  T* v = workspace + L.v;
 
   const int64_t qkv_panels = ceil_div(3 * C, nr), proj_panels = ceil_div(C, nr);
 
@@ -101,31 +97,25 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, T* workspa
     }
   });
 
-  // 2a. k^T and v of every (batch, head) into packed panels, once.
-  parallel_for(B * heads * 2, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t bh = task / 2, b = bh / heads, head = bh % heads;
-      const T* base = qkv + b * n * 3 * C + head * d;
-      if (task % 2 == 0) {
-        pack_b(base + C, d, n, 1, 3 * C, nr, kt + bh * L.kt_size);      // (channel, token)
-      } else {
-        pack_b(base + 2 * C, n, d, 3 * C, 1, nr, v + bh * L.v_size);    // (token, channel)
-      }
-    }
-  });
-
-  // 2b. attention per (batch, head, query block): S = q k^T, softmax, S v -> y.
+  // 2. attention per (batch, head, query block): S = q k^T, softmax, S v -> y. Tasks run head by
+  //    head, so a thread packs a head's k^T and v once, when its head changes.
   const Blocks arows(n, kMaxRows);
   parallel_for(B * heads * arows.count, [&](int64_t begin, int64_t end) {
-    std::vector<T> s(arows.size * n);
+    std::vector<T> kt(L.kt_size), v(L.v_size), s(arows.size * n);
+    int64_t packed = -1;  // (batch, head) whose k^T and v are in kt and v
     for (int64_t task = begin; task < end; ++task) {
       const int64_t bh = task / arows.count, qb = task % arows.count;
       const int64_t b = bh / heads, head = bh % heads;
+      const T* base = qkv + b * n * 3 * C + head * d;
+      if (packed != bh) {
+        pack_b(base + C, d, n, 1, 3 * C, nr, kt.data());     // k^T: (channel, token)
+        pack_b(base + 2 * C, n, d, 3 * C, 1, nr, v.data());  // v:   (token, channel)
+        packed = bh;
+      }
       const int64_t q0 = arows.begin(qb), rows = arows.len(qb, n);
-      const T* q = qkv + (b * n + q0) * 3 * C + head * d;
-      uk.gemm(rows, n, d, q, 3 * C, kt + bh * L.kt_size, nullptr, s.data(), n);
+      uk.gemm(rows, n, d, base + q0 * 3 * C, 3 * C, kt.data(), nullptr, s.data(), n);
       uk.softmax_rows(rows, n, a.scale, s.data(), n);
-      uk.gemm(rows, d, n, s.data(), n, v + bh * L.v_size, nullptr, y + (b * n + q0) * C + head * d, C);
+      uk.gemm(rows, d, n, s.data(), n, v.data(), nullptr, y + (b * n + q0) * C + head * d, C);
     }
   });
 

@@ -5,21 +5,20 @@
 // written by exactly one task and summed in one fixed order (the micro-kernels' per-element
 // arithmetic does not depend on the blocking), and the blocking never depends on the thread
 // count, so the output is bitwise identical for any thread count:
-//   1.  qkv  : per (block of <= 6 panels of qkv_weight^T, batch, block of <= 64 sampled tokens):
+//   1. qkv : per (block of <= 6 panels of qkv_weight^T, batch, block of <= 64 sampled tokens):
 //              gather the sampled rows (strided x), one gemm  -> workspace qkv [B, n, 3C].
 //              Weight panels are packed per thread when its column block changes, so they are
 //              used while still in cache.
-//   2a. kv   : per (batch, head): k^T and v into packed panels, once
-//   2b. attn : per (batch, head, block of <= 64 queries): S = q k^T, softmax, S v
-//                                                        -> workspace y   [B, n, C]
-//   3.  out  : r > 1: per (batch, block of <= 64 output tokens): propagate + LayerNorm the tokens
+//   2. attn: per (batch, head, block of <= 64 queries): S = q k^T, softmax, S v
+//              -> workspace y [B, n, C]. A thread packs a head's k^T and v once, when its head
+//              changes (tasks run head by head).
+//   3. out : r > 1: per (batch, block of <= 64 output tokens): propagate + LayerNorm the tokens
 //              into a tile, one gemm against proj_weight^T (packed once per thread), written
 //              straight into the output rows; r = 1: per (panel block, batch, token block), the
 //              gemm reads y.
 // Blocks are near-equal in size so that a static split over threads stays balanced.
-// Intermediates: the workspace, O(h*w*C) per batch element, and per-thread tiles of O(64 * (n + C))
-// plus packed weight panels;
-// nothing of size B x N x C besides the output.
+// Intermediates: the workspace (qkv and y, O(h*w*C) per batch element) and per-thread tiles
+// (O(64 * (n + C)) plus packed weight, k^T and v panels); nothing of size B x N x C but the output.
 #pragma once
 
 #include <cstdint>
