@@ -6,7 +6,7 @@ Build without isolation so pip uses the torch already installed (the extension m
 
 Only the per-ISA micro-kernel files get ISA flags (see ISA_FLAGS); everything else is built for
 the baseline of the target, so one build runs on any CPU of that architecture and picks its
-kernels at run time. Never -march=native.
+kernels at run time (no whole-build host -march flag).
 """
 import glob
 import os
