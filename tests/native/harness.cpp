@@ -690,6 +690,26 @@ double now_s() {
       .count();
 }
 
+// Seconds per call of run(): calibrated to batches of >= 2 ms (short, so that some batches see
+// no preemption on a shared machine), best of `trials` batches.
+template <typename F>
+double best_seconds(F&& run, int trials) {
+  int64_t reps = 1;
+  for (;;) {
+    const double t0 = now_s();
+    for (int64_t i = 0; i < reps; ++i) run();
+    if (now_s() - t0 >= 0.002) break;
+    reps *= 2;
+  }
+  double best = 1e30;
+  for (int trial = 0; trial < trials; ++trial) {
+    const double t0 = now_s();
+    for (int64_t i = 0; i < reps; ++i) run();
+    best = std::min(best, (now_s() - t0) / double(reps));
+  }
+  return best;
+}
+
 void bench(const std::vector<const UK*>& isas) {
   struct Shape { int64_t M, N, K; };
   const Shape shapes[] = {{64, 36, 36},   {64, 144, 144}, {49, 1152, 384}, {64, 196, 36},
@@ -711,21 +731,8 @@ void bench(const std::vector<const UK*>& isas) {
       while (reinterpret_cast<uintptr_t>(Bal) % 64) ++Bal;  // as at::empty would
       edgevit::cpu::pack_b(Bsrc.data(), s.K, s.N, s.N, 1, uk->nr, Bal);
       const double flops = 2.0 * s.M * s.N * s.K;
-      int64_t reps = 1;
-      for (;;) {  // calibrate to >= 2 ms (short, so that some runs see no preemption)
-        const double t0 = now_s();
-        for (int64_t i = 0; i < reps; ++i)
-          uk->gemm(s.M, s.N, s.K, A.data(), s.K, Bal, bias.data(), C.data(), s.N);
-        if (now_s() - t0 >= 0.002) break;
-        reps *= 2;
-      }
-      double best = 1e30;
-      for (int trial = 0; trial < 31; ++trial) {
-        const double t0 = now_s();
-        for (int64_t i = 0; i < reps; ++i)
-          uk->gemm(s.M, s.N, s.K, A.data(), s.K, Bal, bias.data(), C.data(), s.N);
-        best = std::min(best, (now_s() - t0) / double(reps));
-      }
+      const double best = best_seconds(
+          [&] { uk->gemm(s.M, s.N, s.K, A.data(), s.K, Bal, bias.data(), C.data(), s.N); }, 31);
       std::printf("%10.1f", flops / best * 1e-9);
     }
     std::printf("\n");
@@ -748,19 +755,7 @@ void bench(const std::vector<const UK*>& isas) {
           else
             edgevit::cpu::pack_b(w.data(), s.K, s.N, 1, s.K, uk->nr, dst.data());
         };
-        int64_t reps = 1;
-        for (;;) {
-          const double t0 = now_s();
-          for (int64_t i = 0; i < reps; ++i) run();
-          if (now_s() - t0 >= 0.002) break;
-          reps *= 2;
-        }
-        double best = 1e30;
-        for (int trial = 0; trial < 15; ++trial) {
-          const double t0 = now_s();
-          for (int64_t i = 0; i < reps; ++i) run();
-          best = std::min(best, (now_s() - t0) / double(reps));
-        }
+        const double best = best_seconds(run, 15);
         t_pack[which] = best * 1e9 / double(s.N * s.K);
       }
       std::printf("  %4.2f (%4.2f)", t_pack[0], t_pack[1]);
@@ -800,19 +795,7 @@ void bench(const std::vector<const UK*>& isas) {
                                       b.data(), 1e-5f, out.data() + t * C);
           }
         };
-        int64_t reps = 1;
-        for (;;) {
-          const double t0 = now_s();
-          for (int64_t i = 0; i < reps; ++i) run();
-          if (now_s() - t0 >= 0.002) break;
-          reps *= 2;
-        }
-        double best = 1e30;
-        for (int trial = 0; trial < 31; ++trial) {
-          const double t0 = now_s();
-          for (int64_t i = 0; i < reps; ++i) run();
-          best = std::min(best, (now_s() - t0) / double(reps));
-        }
+        const double best = best_seconds(run, 31);
         t_ln[which] = best * 1e9 / double(kRows);
       }
       std::printf("  %s %5.1f (%5.1f)", uk->name, t_ln[0], t_ln[1]);
