@@ -18,6 +18,17 @@ TORCH_LIBRARY(edgevit, m) {
       "Tensor qkv_weight, Tensor? qkv_bias, Tensor? prop_weight, Tensor? prop_bias, "
       "Tensor? norm_weight, Tensor? norm_bias, float norm_eps, Tensor proj_weight, "
       "Tensor? proj_bias) -> Tensor");
+  // lgl_fused in two steps, for repeated calls with unchanged weights (inference): phase 0
+  // (packing and folding the weights) once, then the op on any x. CPU only.
+  m.def(
+      "lgl_prepare(Tensor qkv_weight, Tensor? qkv_bias, Tensor? prop_weight, Tensor? prop_bias, "
+      "Tensor? norm_weight, Tensor? norm_bias, Tensor proj_weight, Tensor? proj_bias, "
+      "int sr_ratio) -> Tensor");
+  m.def(
+      "lgl_fused_prepared(Tensor x, SymInt H, SymInt W, int num_heads, int sr_ratio, "
+      "float scale, float norm_eps, Tensor prepared) -> Tensor");
+  m.def("lgl_prepared_numel(int C, int sr_ratio, ScalarType dtype) -> int",
+        &edgevit::lgl_prepared_numel);
   m.def("cpu_isa() -> str", &edgevit::cpu_isa);
   m.def("supported_cpu_isas() -> str", &edgevit::supported_cpu_isas);
 }

@@ -1,5 +1,8 @@
-// CPU kernel of edgevit::lgl_fused: argument checks, layouts and threading around the
-// torch-free fused driver in cpu/lgl_fused.cpp.
+// CPU kernels of edgevit::lgl_fused, lgl_prepare and lgl_fused_prepared: argument checks,
+// layouts and threading around the torch-free fused driver in cpu/lgl_fused.cpp.
+// lgl_fused runs phase 0 (weight preparation) and phases 1-3 on every call; lgl_prepare runs
+// phase 0 alone and returns its buffer, which lgl_fused_prepared reuses for any x (the fused
+// EdgeViT model keeps one per block in eval mode).
 #include "lgl_fused_cpu.h"
 
 #include <ATen/ATen.h>
@@ -7,8 +10,10 @@
 #include <c10/util/safe_numerics.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <mutex>
+#include <string>
 
 #include "cpu/isa.h"
 #include "cpu/lgl_fused.h"
@@ -53,11 +58,8 @@ void check_optional(const at::Tensor& x, const OptTensor& t, const char* name,
   if (t.has_value()) check_param(x, *t, name, expected);
 }
 
-void check_args(const at::Tensor& x, int64_t H, int64_t W, int64_t num_heads, int64_t r,
-                const at::Tensor& qkv_weight, const OptTensor& qkv_bias,
-                const OptTensor& prop_weight, const OptTensor& prop_bias,
-                const OptTensor& norm_weight, const OptTensor& norm_bias,
-                const at::Tensor& proj_weight, const OptTensor& proj_bias) {
+// x, the sizes and the head count (shared by lgl_fused and lgl_fused_prepared).
+void check_x(const at::Tensor& x, int64_t H, int64_t W, int64_t num_heads, int64_t r) {
   TORCH_CHECK(x.dim() == 3, "lgl_fused: x must be 3-D [B, N, C], got shape ", x.sizes());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "lgl_fused: x must be float32 or float64 on CPU, got ", x.scalar_type());
@@ -70,6 +72,16 @@ void check_args(const at::Tensor& x, int64_t H, int64_t W, int64_t num_heads, in
   TORCH_CHECK(num_heads >= 1, "lgl_fused: num_heads must be >= 1, got ", num_heads);
   TORCH_CHECK(C >= 1 && C % num_heads == 0, "lgl_fused: C = x.size(2) must be a positive multiple "
               "of num_heads = ", num_heads, ", got C = ", C);
+  TORCH_CHECK(r >= 1, "lgl_fused: sr_ratio must be >= 1, got ", r);
+}
+
+// The weights, against x (or, for lgl_prepare, against a tensor of the weights' dtype and
+// device) and r.
+void check_weights(const at::Tensor& x, int64_t C, int64_t r, const at::Tensor& qkv_weight,
+                   const OptTensor& qkv_bias, const OptTensor& prop_weight,
+                   const OptTensor& prop_bias, const OptTensor& norm_weight,
+                   const OptTensor& norm_bias, const at::Tensor& proj_weight,
+                   const OptTensor& proj_bias) {
   TORCH_CHECK(r >= 1, "lgl_fused: sr_ratio must be >= 1, got ", r);
   check_param(x, qkv_weight, "qkv_weight", {3 * C, C});
   check_optional(x, qkv_bias, "qkv_bias", {3 * C});
@@ -97,27 +109,51 @@ const T* ptr_or_null(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<T>() : nullptr;
 }
 
+at::Tensor contig(const OptTensor& t) { return t.has_value() ? t->contiguous() : at::Tensor(); }
+
+cpu::ParallelFor at_parallel_for() {
+  return [](int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+    at::parallel_for(0, n, 1, fn);
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prepared weights (lgl_prepare / lgl_fused_prepared)
+//
+// A 1-D tensor of the weights' dtype: a header of kHeader elements, then the buffer
+// cpu::lgl_prepare_weights fills (packed for one micro-kernel table: its panel width and ISA).
+// Header: magic, ISA index in kIsaNames, panel width nr, C, sr_ratio, then zeros.
+constexpr int64_t kHeader = 8;
+constexpr double kMagic = 20221023.0;  // exact in float32 and float64
+const char* const kIsaNames[] = {"scalar", "avx2", "avx512", "neon"};
+
+int64_t isa_index(const char* name) {
+  for (int64_t i = 0; i < 4; ++i)
+    if (std::string(name) == kIsaNames[i]) return i;
+  return -1;
+}
+
 template <typename T>
-void run(const cpu::LglUKernels<T>& uk, const at::Tensor& x, int64_t H, int64_t W,
-         int64_t num_heads, int64_t r, double scale, const at::Tensor& qkv_weight,
-         const OptTensor& qkv_bias, const OptTensor& prop_weight, const OptTensor& prop_bias,
-         const OptTensor& norm_weight, const OptTensor& norm_bias, double norm_eps,
-         const at::Tensor& proj_weight, const OptTensor& proj_bias, at::Tensor& out) {
-  const int64_t B = x.size(0), C = x.size(2);
+const cpu::LglUKernels<T>& ukernels();
+template <>
+const cpu::LglUKernels<float>& ukernels<float>() { return float_ukernels(); }
+template <>
+const cpu::LglUKernels<double>& ukernels<double>() { return cpu::scalar_ukernels<double>(); }
+
+// Runs phase 0 into `buffer` (kHeader + lgl_weights_size elements) and writes its header.
+template <typename T>
+void prepare_into(const cpu::LglUKernels<T>& uk, int64_t C, int64_t r,
+                  const at::Tensor& qkv_weight, const OptTensor& qkv_bias,
+                  const OptTensor& prop_weight, const OptTensor& prop_bias,
+                  const OptTensor& norm_weight, const OptTensor& norm_bias,
+                  const at::Tensor& proj_weight, const OptTensor& proj_bias, at::Tensor& buffer) {
   const at::Tensor qkv_w = qkv_weight.contiguous(), proj_w = proj_weight.contiguous();
-  auto contig = [](const OptTensor& t) { return t.has_value() ? t->contiguous() : at::Tensor(); };
-  const at::Tensor qkv_b = contig(qkv_bias), proj_b = contig(proj_bias);
-  const at::Tensor prop_b = contig(prop_bias), norm_w = contig(norm_weight), norm_b = contig(norm_bias);
+  const at::Tensor qkv_b = contig(qkv_bias), proj_b = contig(proj_bias), prop_b = contig(prop_bias);
+  const at::Tensor norm_w = contig(norm_weight), norm_b = contig(norm_bias);
   // [C, 1, r, r] -> [r*r, C]: one contiguous row of channel weights per window offset.
   const at::Tensor prop_w = r > 1 ? prop_weight->reshape({C, r * r}).t().contiguous() : at::Tensor();
-  at::Tensor workspace = at::empty({cpu::lgl_workspace_size(B, H, W, C, num_heads, r, uk.nr)}, x.options());
-
   cpu::LglArgs<T> a{};
-  a.B = B; a.H = H; a.W = W; a.C = C; a.num_heads = num_heads; a.r = r;
-  a.scale = static_cast<T>(scale);
-  a.eps = static_cast<T>(norm_eps);
-  a.x = x.const_data_ptr<T>();
-  a.x_sb = x.stride(0); a.x_sn = x.stride(1); a.x_sc = x.stride(2);
+  a.C = C; a.r = r;
   a.qkv_w = qkv_w.const_data_ptr<T>();
   a.qkv_b = ptr_or_null<T>(qkv_b);
   a.prop_w = ptr_or_null<T>(prop_w);
@@ -126,12 +162,34 @@ void run(const cpu::LglUKernels<T>& uk, const at::Tensor& x, int64_t H, int64_t 
   a.norm_b = ptr_or_null<T>(norm_b);
   a.proj_w = proj_w.const_data_ptr<T>();
   a.proj_b = ptr_or_null<T>(proj_b);
-  a.out = out.data_ptr<T>();
+  T* p = buffer.data_ptr<T>();
+  const T header[kHeader] = {T(kMagic), T(isa_index(uk.name)), T(uk.nr), T(C), T(r), 0, 0, 0};
+  std::copy(header, header + kHeader, p);
+  cpu::lgl_prepare_weights<T>(a, uk, p + kHeader, at_parallel_for());
+}
 
-  cpu::lgl_fused_forward<T>(a, uk, workspace.data_ptr<T>(),
-                            [](int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
-                              at::parallel_for(0, n, 1, fn);
-                            });
+// Phases 1-3 with a prepared buffer (header already validated).
+template <typename T>
+void forward(const cpu::LglUKernels<T>& uk, const at::Tensor& x, int64_t H, int64_t W,
+             int64_t num_heads, int64_t r, double scale, double norm_eps,
+             const at::Tensor& prepared, at::Tensor& out) {
+  const int64_t B = x.size(0), C = x.size(2);
+  cpu::LglArgs<T> a{};
+  a.B = B; a.H = H; a.W = W; a.C = C; a.num_heads = num_heads; a.r = r;
+  a.scale = static_cast<T>(scale);
+  a.eps = static_cast<T>(norm_eps);
+  a.x = x.const_data_ptr<T>();
+  a.x_sb = x.stride(0); a.x_sn = x.stride(1); a.x_sc = x.stride(2);
+  a.out = out.data_ptr<T>();
+  at::Tensor workspace =
+      at::empty({cpu::lgl_workspace_size(B, H, W, C, num_heads, r, uk.nr)}, x.options());
+  cpu::lgl_fused_forward<T>(a, uk, prepared.const_data_ptr<T>() + kHeader,
+                            workspace.data_ptr<T>(), at_parallel_for());
+}
+
+at::Tensor new_prepared(const at::Tensor& like, int64_t C, int64_t r, int64_t nr) {
+  return at::empty({kHeader + cpu::lgl_weights_size(C, r, nr)},
+                   like.options().memory_format(at::MemoryFormat::Contiguous));
 }
 
 at::Tensor lgl_fused_cpu(const at::Tensor& x, int64_t H, int64_t W, int64_t num_heads,
@@ -140,19 +198,75 @@ at::Tensor lgl_fused_cpu(const at::Tensor& x, int64_t H, int64_t W, int64_t num_
                          const OptTensor& prop_bias, const OptTensor& norm_weight,
                          const OptTensor& norm_bias, double norm_eps,
                          const at::Tensor& proj_weight, const OptTensor& proj_bias) {
-  check_args(x, H, W, num_heads, sr_ratio, qkv_weight, qkv_bias, prop_weight, prop_bias,
-             norm_weight, norm_bias, proj_weight, proj_bias);
+  check_x(x, H, W, num_heads, sr_ratio);
+  const int64_t C = x.size(2);
+  check_weights(x, C, sr_ratio, qkv_weight, qkv_bias, prop_weight, prop_bias, norm_weight,
+                norm_bias, proj_weight, proj_bias);
   at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
-  if (x.scalar_type() == at::kFloat) {
-    run<float>(float_ukernels(), x, H, W, num_heads, sr_ratio, scale, qkv_weight, qkv_bias,
-               prop_weight, prop_bias, norm_weight, norm_bias, norm_eps, proj_weight, proj_bias,
-               out);
-  } else {
-    run<double>(cpu::scalar_ukernels<double>(), x, H, W, num_heads, sr_ratio, scale, qkv_weight,
-                qkv_bias, prop_weight, prop_bias, norm_weight, norm_bias, norm_eps, proj_weight,
-                proj_bias, out);
-  }
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lgl_fused", [&] {
+    const auto& uk = ukernels<scalar_t>();
+    at::Tensor prepared = new_prepared(x, C, sr_ratio, uk.nr);
+    prepare_into<scalar_t>(uk, C, sr_ratio, qkv_weight, qkv_bias, prop_weight, prop_bias,
+                           norm_weight, norm_bias, proj_weight, proj_bias, prepared);
+    forward<scalar_t>(uk, x, H, W, num_heads, sr_ratio, scale, norm_eps, prepared, out);
+  });
+  return out;
+}
+
+at::Tensor lgl_prepare_cpu(const at::Tensor& qkv_weight, const OptTensor& qkv_bias,
+                           const OptTensor& prop_weight, const OptTensor& prop_bias,
+                           const OptTensor& norm_weight, const OptTensor& norm_bias,
+                           const at::Tensor& proj_weight, const OptTensor& proj_bias,
+                           int64_t sr_ratio) {
+  TORCH_CHECK(qkv_weight.dim() == 2 && qkv_weight.size(0) == 3 * qkv_weight.size(1),
+              "lgl_prepare: qkv_weight must be [3C, C], got shape ", qkv_weight.sizes());
+  TORCH_CHECK(qkv_weight.scalar_type() == at::kFloat || qkv_weight.scalar_type() == at::kDouble,
+              "lgl_prepare: the weights must be float32 or float64 on CPU, got ",
+              qkv_weight.scalar_type());
+  const int64_t C = qkv_weight.size(1);
+  check_weights(qkv_weight, C, sr_ratio, qkv_weight, qkv_bias, prop_weight, prop_bias,
+                norm_weight, norm_bias, proj_weight, proj_bias);
+  at::Tensor prepared;
+  AT_DISPATCH_FLOATING_TYPES(qkv_weight.scalar_type(), "lgl_prepare", [&] {
+    const auto& uk = ukernels<scalar_t>();
+    prepared = new_prepared(qkv_weight, C, sr_ratio, uk.nr);
+    prepare_into<scalar_t>(uk, C, sr_ratio, qkv_weight, qkv_bias, prop_weight, prop_bias,
+                           norm_weight, norm_bias, proj_weight, proj_bias, prepared);
+  });
+  return prepared;
+}
+
+at::Tensor lgl_fused_prepared_cpu(const at::Tensor& x, int64_t H, int64_t W, int64_t num_heads,
+                                  int64_t sr_ratio, double scale, double norm_eps,
+                                  const at::Tensor& prepared) {
+  check_x(x, H, W, num_heads, sr_ratio);
+  const int64_t C = x.size(2);
+  TORCH_CHECK(prepared.dim() == 1 && prepared.is_contiguous() && prepared.numel() >= kHeader,
+              "lgl_fused_prepared: prepared must be a contiguous 1-D tensor made by "
+              "edgevit::lgl_prepare, got shape ", prepared.sizes());
+  TORCH_CHECK(prepared.scalar_type() == x.scalar_type() && prepared.device() == x.device(),
+              "lgl_fused_prepared: prepared must have the dtype and device of x (",
+              x.scalar_type(), ", ", x.device(), "), got ", prepared.scalar_type(), ", ",
+              prepared.device());
+  at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lgl_fused_prepared", [&] {
+    const auto& uk = ukernels<scalar_t>();
+    const scalar_t* h = prepared.const_data_ptr<scalar_t>();
+    TORCH_CHECK(h[0] == scalar_t(kMagic),
+                "lgl_fused_prepared: prepared was not made by edgevit::lgl_prepare");
+    const int64_t isa = int64_t(h[1]), nr = int64_t(h[2]), pc = int64_t(h[3]), pr = int64_t(h[4]);
+    TORCH_CHECK(pc == C && pr == sr_ratio, "lgl_fused_prepared: prepared holds weights for C = ",
+                pc, ", sr_ratio = ", pr, ", but x has C = ", C, " and sr_ratio = ", sr_ratio);
+    TORCH_CHECK(isa == isa_index(uk.name) && nr == uk.nr, "lgl_fused_prepared: prepared was "
+                "packed for ISA '", isa >= 0 && isa < 4 ? kIsaNames[isa] : "?", "', but the op "
+                "now runs '", uk.name, "' (EDGEVIT_CPU_ISA changed?): call lgl_prepare again");
+    TORCH_CHECK(prepared.numel() == kHeader + cpu::lgl_weights_size(C, sr_ratio, nr),
+                "lgl_fused_prepared: prepared has ", prepared.numel(), " elements, expected ",
+                kHeader + cpu::lgl_weights_size(C, sr_ratio, nr));
+    if (out.numel() > 0)
+      forward<scalar_t>(uk, x, H, W, num_heads, sr_ratio, scale, norm_eps, prepared, out);
+  });
   return out;
 }
 
@@ -162,6 +276,17 @@ std::string cpu_isa() { return float_ukernels().name; }
 
 std::string supported_cpu_isas() { return cpu::supported_isas(); }
 
-TORCH_LIBRARY_IMPL(edgevit, CPU, m) { m.impl("lgl_fused", &lgl_fused_cpu); }
+int64_t lgl_prepared_numel(int64_t C, int64_t sr_ratio, c10::ScalarType dtype) {
+  TORCH_CHECK(C >= 1 && sr_ratio >= 1, "lgl_prepared_numel: C and sr_ratio must be >= 1, got C = ",
+              C, ", sr_ratio = ", sr_ratio);
+  const int64_t nr = dtype == at::kDouble ? cpu::scalar_ukernels<double>().nr : float_ukernels().nr;
+  return kHeader + cpu::lgl_weights_size(C, sr_ratio, nr);
+}
+
+TORCH_LIBRARY_IMPL(edgevit, CPU, m) {
+  m.impl("lgl_fused", &lgl_fused_cpu);
+  m.impl("lgl_prepare", &lgl_prepare_cpu);
+  m.impl("lgl_fused_prepared", &lgl_fused_prepared_cpu);
+}
 
 }  // namespace edgevit

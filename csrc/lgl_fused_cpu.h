@@ -1,11 +1,16 @@
 // ATen-side entry points of the CPU implementation (registered in edgevit_ops.cpp / lgl_fused_cpu.cpp).
 #pragma once
 
+#include <c10/core/ScalarType.h>
+
+#include <cstdint>
 #include <string>
 
 namespace edgevit {
 
 std::string cpu_isa();             // the ISA lgl_fused runs with now (honours EDGEVIT_CPU_ISA)
 std::string supported_cpu_isas();  // every ISA this build can run on this CPU
+// Elements of the tensor lgl_prepare returns for these C, sr_ratio and dtype with the ISA in use.
+int64_t lgl_prepared_numel(int64_t C, int64_t sr_ratio, c10::ScalarType dtype);
 
 }  // namespace edgevit

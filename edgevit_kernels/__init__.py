@@ -29,8 +29,9 @@ except Exception as _e:  # ImportError, OSError (undefined symbol, ...), errors 
     ) from None
 
 from . import ops
-from .ops import cpu_isa, lgl_fused, supported_cpu_isas
+from .ops import cpu_isa, lgl_fused, lgl_fused_prepared, lgl_prepare, supported_cpu_isas
 from .reference import lgl_reference
 
-__all__ = ["lgl_fused", "lgl_reference", "cpu_isa", "supported_cpu_isas", "ops"]
+__all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "lgl_reference", "cpu_isa",
+           "supported_cpu_isas", "ops"]
 __version__ = "0.1.0"

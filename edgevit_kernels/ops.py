@@ -10,7 +10,8 @@ from torch import Tensor
 
 from .reference import lgl_reference
 
-__all__ = ["lgl_fused", "check_args", "cpu_isa", "supported_cpu_isas", "has_kernel_for"]
+__all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "check_args", "cpu_isa",
+           "supported_cpu_isas", "has_kernel_for"]
 
 
 def lgl_fused(
@@ -39,6 +40,48 @@ def lgl_fused(
     return torch.ops.edgevit.lgl_fused.default(
         x, H, W, num_heads, sr_ratio, scale, qkv_weight, qkv_bias, prop_weight, prop_bias,
         norm_weight, norm_bias, norm_eps, proj_weight, proj_bias,
+    )
+
+
+def lgl_prepare(
+    qkv_weight: Tensor,
+    qkv_bias: Optional[Tensor],
+    prop_weight: Optional[Tensor],
+    prop_bias: Optional[Tensor],
+    norm_weight: Optional[Tensor],
+    norm_bias: Optional[Tensor],
+    proj_weight: Tensor,
+    proj_bias: Optional[Tensor],
+    sr_ratio: int,
+) -> Tensor:
+    """Phase 0 of ``lgl_fused`` alone (CPU): the weights packed and folded for the CPU kernels.
+
+    Returns an opaque 1-D tensor for ``lgl_fused_prepared``, valid for this ISA (``cpu_isa()``)
+    while the weights do not change; it is not a parameter and holds no gradient. The weight
+    arguments follow ``lgl_fused``."""
+    return torch.ops.edgevit.lgl_prepare.default(
+        qkv_weight, qkv_bias, prop_weight, prop_bias, norm_weight, norm_bias, proj_weight,
+        proj_bias, sr_ratio,
+    )
+
+
+def lgl_fused_prepared(
+    x: Tensor,
+    H: int,
+    W: int,
+    num_heads: int,
+    sr_ratio: int,
+    scale: float,
+    norm_eps: float,
+    prepared: Tensor,
+) -> Tensor:
+    """``lgl_fused`` with weights prepared by ``lgl_prepare`` (CPU, inference: no autograd).
+
+    Same result as ``lgl_fused`` with the weights ``prepared`` was made from, minus the cost of
+    preparing them on every call. Raises if ``prepared`` does not match ``x`` (C, sr_ratio,
+    dtype) or was packed for another ISA than the one in use."""
+    return torch.ops.edgevit.lgl_fused_prepared.default(
+        x, H, W, num_heads, sr_ratio, scale, norm_eps, prepared,
     )
 
 
@@ -108,6 +151,24 @@ def _lgl_fused_fake(x, H, W, num_heads, sr_ratio, scale, qkv_weight, qkv_bias, p
                     prop_bias, norm_weight, norm_bias, norm_eps, proj_weight, proj_bias):
     check_args(x, H, W, num_heads, sr_ratio, qkv_weight, qkv_bias, prop_weight, prop_bias,
                norm_weight, norm_bias, proj_weight, proj_bias)
+    return x.new_empty(x.shape)
+
+
+@torch.library.register_fake("edgevit::lgl_prepare")
+def _lgl_prepare_fake(qkv_weight, qkv_bias, prop_weight, prop_bias, norm_weight, norm_bias,
+                      proj_weight, proj_bias, sr_ratio):
+    C = qkv_weight.shape[1]
+    check_args(qkv_weight.new_empty((1, 1, C)), 1, 1, 1, sr_ratio, qkv_weight, qkv_bias,
+               prop_weight, prop_bias, norm_weight, norm_bias, proj_weight, proj_bias)
+    numel = torch.ops.edgevit.lgl_prepared_numel(C, sr_ratio, qkv_weight.dtype)
+    return qkv_weight.new_empty((numel,))
+
+
+@torch.library.register_fake("edgevit::lgl_fused_prepared")
+def _lgl_fused_prepared_fake(x, H, W, num_heads, sr_ratio, scale, norm_eps, prepared):
+    torch._check(prepared.dim() == 1 and prepared.dtype == x.dtype,
+                 lambda: "lgl_fused_prepared: prepared must be a 1-D tensor of x's dtype made by "
+                         "edgevit::lgl_prepare")
     return x.new_empty(x.shape)
 
 

@@ -144,6 +144,8 @@ def test_state_dict_round_trip_and_set_fused():
 
 
 def test_op_receives_the_modules_parameters(monkeypatch):
+    # With autograd on (eval mode, parameters requiring grad) every call is lgl_fused on the
+    # module's own parameters.
     torch.manual_seed(0)
     model = _randomize_(edgevit_xxs()).eval().set_fused(True)
     seen = []
@@ -155,8 +157,8 @@ def test_op_receives_the_modules_parameters(monkeypatch):
 
     monkeypatch.setattr(torch.ops.edgevit, "lgl_fused", spy)
     x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        y0 = model(x)
+    y0 = model(x)
+    assert y0.requires_grad
     assert len(seen) == 7
     a = model.blocks1[0].SelfAttn.attn
     args = seen[0]
@@ -172,11 +174,69 @@ def test_op_receives_the_modules_parameters(monkeypatch):
     # An in-place change of a parameter changes the fused output (no copies anywhere).
     with torch.no_grad():
         a.LocalProp.weight.mul_(1.5)
-        y1 = model(x)
+    y1 = model(x)
+    with torch.no_grad():
         model.set_fused(False)
         y1_ref = model(x)
     assert (y1 - y0).abs().max() > 1e-3
-    torch.testing.assert_close(y1, y1_ref, rtol=0, atol=F32_RTOL * max(1.0, y1_ref.abs().max().item()))
+    torch.testing.assert_close(y1.detach(), y1_ref, rtol=0,
+                               atol=F32_RTOL * max(1.0, y1_ref.abs().max().item()))
+
+
+def test_prepared_weights_cache(monkeypatch):
+    # Eval mode without autograd: each GlobalSparseAttn prepares its weights once
+    # (lgl_prepare on its own parameters) and reuses them until a parameter changes.
+    import edgevit_kernels
+
+    torch.manual_seed(0)
+    model = _randomize_(edgevit_xxs()).eval().set_fused(True)
+    keys = set(model.state_dict())
+    prepares, fused = [], []
+    real_prepare, real_fused = edgevit_kernels.lgl_prepare, torch.ops.edgevit.lgl_fused
+
+    def spy_prepare(*args):
+        prepares.append(args)
+        return real_prepare(*args)
+
+    def spy_fused(*args):
+        fused.append(args)
+        return real_fused(*args)
+
+    monkeypatch.setattr(edgevit_kernels, "lgl_prepare", spy_prepare)
+    monkeypatch.setattr(torch.ops.edgevit, "lgl_fused", spy_fused)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        y0 = model(x)
+        y0b = model(x)
+    assert len(prepares) == 7 and not fused  # prepared once per module, then reused
+    assert torch.equal(y0, y0b)
+    a = model.blocks1[0].SelfAttn.attn
+    assert prepares[0][0] is a.qkv.weight and prepares[0][2] is a.LocalProp.weight
+    assert prepares[0][6] is a.proj.weight and prepares[0][8] == 4
+    assert set(model.state_dict()) == keys  # the cache is not state
+
+    with torch.no_grad():
+        ref0 = model.set_fused(False)(x)
+        model.set_fused(True)
+    torch.testing.assert_close(y0, ref0, rtol=0, atol=F32_RTOL * max(1.0, ref0.abs().max().item()))
+
+    # In-place changes rebuild just the changed module's preparation.
+    with torch.no_grad():
+        a.LocalProp.weight.mul_(1.5)
+        y1 = model(x)
+        model.load_state_dict(model.state_dict())  # copies into every parameter: all rebuilt
+        y2 = model(x)
+        ref1 = model.set_fused(False)(x)
+    assert len(prepares) == 7 + 1 + 7
+    assert (y1 - y0).abs().max() > 1e-3
+    assert torch.equal(y1, y2)
+    torch.testing.assert_close(y1, ref1, rtol=0, atol=F32_RTOL * max(1.0, ref1.abs().max().item()))
+
+    # train() drops the cache; training calls run lgl_fused (autograd) and prepare nothing.
+    model.set_fused(True).train()
+    assert all(m._prepared is None for m in model.modules() if hasattr(m, "_prepared"))
+    model(x).sum().backward()
+    assert len(prepares) == 15 and len(fused) == 7
 
 
 # ---------------------------------------------------------------------------------------------

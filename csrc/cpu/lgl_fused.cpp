@@ -25,6 +25,8 @@ struct Blocks {
 constexpr int64_t kMaxRows = 64;     // rows of one gemm task (A rows / query rows / tokens)
 constexpr int64_t kMaxPanels = 6;    // packed-B panels of one column block (the AVX-512 gemm
                                      // tiles 3 panels at a time)
+constexpr int64_t kOutRows = 8;      // sampled tokens of one folded-output task (r > 1): each
+                                     // brings R * C gemm columns
 
 // Rows [0, N) of a row-major [N, K] weight (row stride K) as W^T in packed panels at dst.
 template <typename T>
@@ -37,7 +39,7 @@ void pack_weight_t(const LglUKernels<T>& uk, const T* w, int64_t N, int64_t K, T
   }
 }
 
-// Where each buffer lives in the workspace.
+// Where each buffer lives in the workspace (offsets in elements).
 struct Layout {
   int64_t qkv, y, total;
   int64_t kt_size, v_size;  // one (batch, head)'s packed k^T / v (per-thread tiles)
@@ -45,13 +47,122 @@ struct Layout {
     const int64_t d = C / heads;
     kt_size = packed_b_size(d, n, nr);
     v_size = packed_b_size(n, d, nr);
-    qkv = 0;                                   // [B, n, 3C]
-    y = qkv + B * n * 3 * C;                   // [B, n, C]
+    qkv = 0;                  // [B, n, 3C]
+    y = qkv + B * n * 3 * C;  // [B, n, C]
     total = y + B * n * C;
   }
 };
 
+// Where each prepared weight lives in the weights buffer (offsets in elements):
+//   qkv_wp  qkv_weight^T packed, [C, 3C]
+//   out_wp  r > 1: Wf packed, [C, R*C] (lgl_fused.h); r = 1: proj_weight^T packed, [C, C]
+//   qkv_b   [3C] qkv_bias (zeros if none)
+//   out_b   [C] r > 1: prop_bias; r = 1: proj_bias (zeros if none)
+//   kb      [R*C] the folded gemm's bias (r > 1)
+//   e       [C] the epilogue's bias (r > 1)
+//   pwt     [C, R] prop_weight^T (r > 1)
+//   gmean   [C] mean_c G[c, o] (r > 1; used while preparing)
+struct WeightsLayout {
+  int64_t qkv_wp, out_wp, qkv_b, out_b, kb, e, pwt, gmean, total;
+  WeightsLayout(int64_t C, int64_t r, int64_t nr) {
+    const int64_t R = r * r, fold = r > 1 ? 1 : 0;
+    qkv_wp = 0;
+    out_wp = qkv_wp + packed_b_size(C, 3 * C, nr);
+    qkv_b = out_wp + packed_b_size(C, fold ? R * C : C, nr);
+    out_b = qkv_b + 3 * C;
+    kb = out_b + C;
+    e = kb + fold * R * C;
+    pwt = e + fold * C;
+    gmean = pwt + fold * C * R;
+    total = gmean + fold * C;
+  }
+};
+
+// sum_c u[c] * v[c] (w null) or sum_c u[c] * v[c] * w[c], in 8 interleaved partial sums (a
+// fixed order, so the result does not depend on anything but the inputs; the compiler
+// vectorises it, where a single running sum would be one long dependency chain).
+template <typename T>
+T dot(int64_t C, const T* u, const T* v, const T* w) {
+  T part[8] = {};
+  int64_t c = 0;
+  for (; c + 8 <= C; c += 8)
+    for (int j = 0; j < 8; ++j) part[j] += u[c + j] * v[c + j] * (w ? w[c + j] : T(1));
+  for (; c < C; ++c) part[0] += u[c] * v[c] * (w ? w[c] : T(1));
+  T sum = 0;
+  for (int j = 0; j < 8; ++j) sum += part[j];
+  return sum;
+}
+
 }  // namespace
+
+int64_t lgl_weights_size(int64_t C, int64_t r, int64_t nr) {
+  return WeightsLayout(C, r, nr).total;
+}
+
+template <typename T>
+void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weights,
+                         const ParallelFor& parallel_for) {
+  const int64_t C = a.C, r = a.r, R = r * r, nr = uk.nr;
+  const WeightsLayout L(C, r, nr);
+  T* qkv_wp = weights + L.qkv_wp;
+  T* out_wp = weights + L.out_wp;
+  T* kb = weights + L.kb;
+  T* e = weights + L.e;
+  T* pwt = weights + L.pwt;
+  T* gmean = weights + L.gmean;
+  for (int64_t j = 0; j < 3 * C; ++j) weights[L.qkv_b + j] = a.qkv_b ? a.qkv_b[j] : T(0);
+  for (int64_t j = 0; j < C; ++j) {
+    const T* b = r > 1 ? a.prop_b : a.proj_b;
+    weights[L.out_b + j] = b ? b[j] : T(0);
+  }
+
+  // a. r > 1: the per-channel vectors of the fold (lgl_fused.h), per block of channels o:
+  //    gmean[o] = mean_c G[c,o], kb[d*C + o] = sum_c pb[c] G'[c,o] for every d, e[o]; and
+  //    rows c = o of pwt.
+  if (r > 1) {
+    T pb_mean = 0;
+    for (int64_t c = 0; c < C; ++c) pb_mean += a.prop_b[c];
+    pb_mean /= T(C);
+    const int64_t blocks = ceil_div(C, nr);
+    parallel_for(blocks, [&](int64_t begin, int64_t end) {
+      for (int64_t o = begin * nr; o < std::min(C, end * nr); ++o) {
+        const T* wp = a.proj_w + o * C;  // proj_weight row o
+        const T gs = dot(C, a.norm_w, wp, static_cast<const T*>(nullptr));
+        const T k = dot(C, a.prop_b, a.norm_w, wp) - gs * pb_mean;
+        gmean[o] = gs / T(C);
+        for (int64_t d = 0; d < R; ++d) kb[d * C + o] = k;
+        e[o] = dot(C, a.norm_b, wp, static_cast<const T*>(nullptr)) + (a.proj_b ? a.proj_b[o] : T(0));
+        for (int64_t d = 0; d < R; ++d) pwt[o * R + d] = a.prop_w[d * C + o];
+      }
+    });
+  }
+
+  // b. packed panels: qkv_weight^T, then Wf (r > 1; row j = (d, o) of Wf^T is
+  //    pw[d] * (g * Wp[o] - gmean[o])) or proj_weight^T (r = 1).
+  const int64_t qkv_panels = ceil_div(3 * C, nr);
+  const int64_t out_cols = r > 1 ? R * C : C, out_panels = ceil_div(out_cols, nr);
+  parallel_for(qkv_panels + out_panels, [&](int64_t begin, int64_t end) {
+    std::vector<T> wf(r > 1 ? nr * C : 0);
+    for (int64_t p = begin; p < end; ++p) {
+      const bool qkv = p < qkv_panels;
+      const int64_t q = qkv ? p : p - qkv_panels, j0 = q * nr;
+      const int64_t cols = std::min(nr, (qkv ? 3 * C : out_cols) - j0);
+      const T* src = (qkv ? a.qkv_w : a.proj_w) + j0 * C;  // weight rows = the panel's columns
+      if (!qkv && r > 1) {
+        for (int64_t t = 0; t < cols; ++t) {
+          const int64_t d = (j0 + t) / C, o = (j0 + t) % C;
+          const T* wp = a.proj_w + o * C;
+          const T* pw = a.prop_w + d * C;
+          const T gm = gmean[o];
+          T* row = wf.data() + t * C;
+          for (int64_t c = 0; c < C; ++c) row[c] = pw[c] * (a.norm_w[c] * wp[c] - gm);
+        }
+        src = wf.data();
+      }
+      pack_weight_t(uk, src, cols, C, (qkv ? qkv_wp : out_wp) + q * C * nr);
+    }
+  });
+}
 
 int64_t lgl_workspace_size(int64_t B, int64_t H, int64_t W, int64_t C, int64_t num_heads,
                            int64_t r, int64_t nr) {
@@ -59,41 +170,42 @@ int64_t lgl_workspace_size(int64_t B, int64_t H, int64_t W, int64_t C, int64_t n
 }
 
 template <typename T>
-void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, T* workspace,
-                       const ParallelFor& parallel_for) {
+void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* weights,
+                       T* workspace, const ParallelFor& parallel_for) {
   const int64_t B = a.B, H = a.H, W = a.W, C = a.C, r = a.r, nr = uk.nr;
   const int64_t h = ceil_div(H, r), w = ceil_div(W, r), n = h * w, N = H * W;
-  const int64_t heads = a.num_heads, d = C / heads;
+  const int64_t heads = a.num_heads, d = C / heads, R = r * r;
   const Layout L(B, n, C, heads, nr);
+  const WeightsLayout WL(C, r, nr);
   T* qkv = workspace + L.qkv;
   T* y = workspace + L.y;
+  const T* qkv_wp = weights + WL.qkv_wp;
+  const T* out_wp = weights + WL.out_wp;
+  const T* kb = weights + WL.kb;
+  const T* e = weights + WL.e;
+  const T* pwt = weights + WL.pwt;
+  const T* qkv_b = weights + WL.qkv_b;
+  const T* out_b = weights + WL.out_b;  // prop_bias (r > 1) or proj_bias (r = 1)
+  const int64_t qkv_panels = ceil_div(3 * C, nr), out_panels = ceil_div(C, nr);
 
-  const int64_t qkv_panels = ceil_div(3 * C, nr), proj_panels = ceil_div(C, nr);
-
-  // 1. sample + qkv projection. Tasks run column block by column block, so a thread packs the
-  //    weight panels of a block once (into a tile that stays in cache while it is used) and
-  //    re-gathers the few sampled rows instead.
+  // 1. sample + qkv projection. Tasks run column block by column block, so the weight panels
+  //    of a block stay in cache while the few sampled rows are re-gathered.
   const Blocks qrows(n, kMaxRows), qcols(qkv_panels, kMaxPanels);
   parallel_for(qcols.count * B * qrows.count, [&](int64_t begin, int64_t end) {
-    std::vector<T> tile(qrows.size * C), wp(qcols.size * C * nr);
-    int64_t packed = -1;  // column block whose panels are in wp
+    std::vector<T> tile(qrows.size * C);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t cb = task / (B * qrows.count), br = task % (B * qrows.count);
       const int64_t b = br / qrows.count, rb = br % qrows.count;
       const int64_t s0 = qrows.begin(rb), rows = qrows.len(rb, n);
       const int64_t n0 = qcols.begin(cb) * nr;
       const int64_t cols = std::min(qcols.len(cb, qkv_panels) * nr, 3 * C - n0);
-      if (packed != cb) {
-        pack_weight_t(uk, a.qkv_w + n0 * C, cols, C, wp.data());
-        packed = cb;
-      }
       for (int64_t s = 0; s < rows; ++s) {
         const int64_t i = (s0 + s) / w, j = (s0 + s) % w;
         const T* src = a.x + b * a.x_sb + (i * r * W + j * r) * a.x_sn;
         for (int64_t c = 0; c < C; ++c) tile[s * C + c] = src[c * a.x_sc];
       }
-      uk.gemm(rows, cols, C, tile.data(), C, wp.data(), a.qkv_b ? a.qkv_b + n0 : nullptr,
-              qkv + (b * n + s0) * 3 * C + n0, 3 * C);
+      uk.gemm(rows, cols, C, tile.data(), C, qkv_wp + qcols.begin(cb) * C * nr,
+              qkv_b + n0, qkv + (b * n + s0) * 3 * C + n0, 3 * C);
     }
   });
 
@@ -121,60 +233,58 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, T* workspa
 
   // 3. propagate + LayerNorm + projection, straight into the output.
   if (r > 1) {
-    // Tasks over (batch, token block): the LayerNorm'd tile feeds one gemm over all C columns;
-    // each thread packs proj_weight^T once.
-    const Blocks orows(N, kMaxRows);
+    // Folded (lgl_fused.h): per (batch, block of sampled tokens m), the LayerNorm statistics of
+    // its R propagated tokens, one gemm y[m] * Wf -> [rows, R*C] (row m holds the R tokens of
+    // window m, C columns each), and the epilogue that scales each token's row by its rstd,
+    // adds e and stores it at the token's place (or drops it where the window is cropped).
+    const Blocks orows(n, n >= 128 ? kOutRows : kOutRows / 2);
     parallel_for(B * orows.count, [&](int64_t begin, int64_t end) {
-      std::vector<T> tile(orows.size * C), wp(proj_panels * C * nr);
-      std::vector<const T*> src(orows.size), pw(orows.size);
-      pack_weight_t(uk, a.proj_w, C, C, wp.data());
+      std::vector<T> acc(orows.size * R * C), rstd(orows.size * R);
+      std::vector<T*> dst(orows.size * R);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / orows.count, ob = task % orows.count;
-        const int64_t t0 = orows.begin(ob), rows = orows.len(ob, N);
-        // Token (yy, xx) reads window (i, j) = (yy / r, xx / r) at offset (di, dj) = (yy % r, xx % r);
-        // walked incrementally, as integer divisions per token would cost more than its LayerNorm.
-        int64_t yy = t0 / W, xx = t0 % W, i = yy / r, di = yy % r, j = xx / r, dj = xx % r;
-        for (int64_t t = 0; t < rows; ++t) {
-          src[t] = y + (b * n + i * w + j) * C;
-          pw[t] = a.prop_w + (di * r + dj) * C;
-          if (++dj == r) dj = 0, ++j;
-          if (++xx == W) {
-            xx = j = dj = 0;
-            if (++di == r) di = 0, ++i;
-          }
+        const int64_t m0 = orows.begin(ob), rows = orows.len(ob, n);
+        const T* ym = y + (b * n + m0) * C;
+        for (int64_t m = 0; m < rows; ++m) {
+          const int64_t i = (m0 + m) / w, j = (m0 + m) % w;
+          for (int64_t di = 0; di < r; ++di)
+            for (int64_t dj = 0; dj < r; ++dj) {
+              const int64_t yy = i * r + di, xx = j * r + dj;
+              dst[m * R + di * r + dj] =
+                  yy < H && xx < W ? a.out + (b * N + yy * W + xx) * C : nullptr;
+            }
         }
-        uk.prop_layernorm_rows(rows, C, src.data(), pw.data(), a.prop_b, a.norm_w, a.norm_b, a.eps,
-                               tile.data());
-        uk.gemm(rows, C, C, tile.data(), C, wp.data(), a.proj_b, a.out + (b * N + t0) * C, C);
+        uk.prop_rstd(rows, R, C, ym, C, pwt, out_b, a.eps, rstd.data());
+        uk.gemm(rows, R * C, C, ym, C, out_wp, kb, acc.data(), R * C);
+        uk.scale_rows(rows * R, C, acc.data(), rstd.data(), e, dst.data());
       }
     });
   } else {
     // r = 1: the sampled map is the map; tasks over (column block, batch, token block) read y.
+    const int64_t proj_panels = out_panels;  // r = 1: out_wp is proj_weight^T
     const Blocks orows(N, kMaxRows), ocols(proj_panels, kMaxPanels);
     parallel_for(ocols.count * B * orows.count, [&](int64_t begin, int64_t end) {
-      std::vector<T> wp(ocols.size * C * nr);
-      int64_t packed = -1;
       for (int64_t task = begin; task < end; ++task) {
         const int64_t cb = task / (B * orows.count), br = task % (B * orows.count);
         const int64_t b = br / orows.count, ob = br % orows.count;
         const int64_t t0 = orows.begin(ob), rows = orows.len(ob, N);
         const int64_t n0 = ocols.begin(cb) * nr;
         const int64_t cols = std::min(ocols.len(cb, proj_panels) * nr, C - n0);
-        if (packed != cb) {
-          pack_weight_t(uk, a.proj_w + n0 * C, cols, C, wp.data());
-          packed = cb;
-        }
-        uk.gemm(rows, cols, C, y + (b * n + t0) * C, C, wp.data(),
-                a.proj_b ? a.proj_b + n0 : nullptr, a.out + (b * N + t0) * C + n0, C);
+        uk.gemm(rows, cols, C, y + (b * n + t0) * C, C, out_wp + ocols.begin(cb) * C * nr,
+                out_b + n0, a.out + (b * N + t0) * C + n0, C);
       }
     });
   }
 }
 
-template void lgl_fused_forward<float>(const LglArgs<float>&, const LglUKernels<float>&, float*,
-                                       const ParallelFor&);
+template void lgl_prepare_weights<float>(const LglArgs<float>&, const LglUKernels<float>&,
+                                         float*, const ParallelFor&);
+template void lgl_prepare_weights<double>(const LglArgs<double>&, const LglUKernels<double>&,
+                                          double*, const ParallelFor&);
+template void lgl_fused_forward<float>(const LglArgs<float>&, const LglUKernels<float>&,
+                                       const float*, float*, const ParallelFor&);
 template void lgl_fused_forward<double>(const LglArgs<double>&, const LglUKernels<double>&,
-                                        double*, const ParallelFor&);
+                                        const double*, double*, const ParallelFor&);
 
 }  // namespace cpu
 }  // namespace edgevit

@@ -5,20 +5,34 @@
 // written by exactly one task and summed in one fixed order (the micro-kernels' per-element
 // arithmetic does not depend on the blocking), and the blocking never depends on the thread
 // count, so the output is bitwise identical for any thread count:
-//   1. qkv : per (block of <= 6 panels of qkv_weight^T, batch, block of <= 64 sampled tokens):
-//              gather the sampled rows (strided x), one gemm  -> workspace qkv [B, n, 3C].
-//              Weight panels are packed per thread when its column block changes, so they are
-//              used while still in cache.
+//   0. weights (lgl_prepare_weights, separate so it can be cached): per block of channels, the
+//              fold's vectors; then per packed panel: qkv_weight^T, and for r > 1 the folded
+//              output weight Wf (below), for r = 1 proj_weight^T.
+//   1. qkv : per (block of <= 6 qkv panels, batch, block of <= 64 sampled tokens): gather the
+//              sampled rows (strided x), one gemm  -> workspace qkv [B, n, 3C].
 //   2. attn: per (batch, head, block of <= 64 queries): S = q k^T, softmax, S v
 //              -> workspace y [B, n, C]. A thread packs a head's k^T and v once, when its head
 //              changes (tasks run head by head).
-//   3. out : r > 1: per (batch, block of <= 64 output tokens): propagate + LayerNorm the tokens
-//              into a tile, one gemm against proj_weight^T (packed once per thread), written
-//              straight into the output rows; r = 1: per (panel block, batch, token block), the
-//              gemm reads y.
-// Blocks are near-equal in size so that a static split over threads stays balanced.
-// Intermediates: the workspace (qkv and y, O(h*w*C) per batch element) and per-thread tiles
-// (O(64 * (n + C)) plus packed weight, k^T and v panels); nothing of size B x N x C but the output.
+//   3. out : r > 1: per (batch, block of <= 8 sampled tokens): the folded propagate + LayerNorm
+//              + projection below, written straight into the output rows; r = 1: per (panel
+//              block, batch, token block), one gemm reads y.
+//
+// The fold (r > 1). Output token (window m, offset d) is proj(LayerNorm(z)) with
+// z[c] = y[m,c] * pw[d,c] + pb[c]. Writing G[c,o] = g[c] * Wp[o,c] and G' = G minus its mean
+// over c (so sum_c (z[c] - mean z) G[c,o] = sum_c z[c] G'[c,o]), it is
+//   out[o] = rstd(m,d) * (sum_c y[m,c] Wf[c, d*C + o] + kb[o]) + e[o],
+//   Wf[c, d*C + o] = pw[d,c] * G'[c,o],   kb[o] = sum_c pb[c] G'[c,o],
+//   e[o] = sum_c b[c] Wp[o,c] + bp[o],   rstd(m,d) = 1 / sqrt(var_c(z) + eps).
+// So propagation, normalisation and projection are one gemm per block of sampled tokens,
+// y[rows, C] x Wf[C, r*r*C] (no lane of a vector idle whatever C), the two-pass statistics of
+// each propagated token (prop_rstd, offsets in vector lanes), and an epilogue that scales each
+// token's C columns, adds e and stores them at the token's place (scale_rows; tokens of a window
+// cropped off the map are dropped). Neither z nor the normalised tokens are ever stored. The
+// mean is removed exactly by G' (its columns sum to zero up to rounding), so a large common
+// offset in z costs what it costs the reference, which rounds z itself.
+// Intermediates: the workspace (qkv and y, O(h*w*C) per batch element), the prepared weights
+// (O(r*r*C*C)) and per-thread tiles (O(64 * (n + C)), 8 * r*r*C for the folded output, k^T and v
+// panels); nothing of size B x N x C but the output.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +43,9 @@
 namespace edgevit {
 namespace cpu {
 
+// The op's arguments. lgl_prepare_weights reads C, r and the weights and biases; after it,
+// lgl_fused_forward reads only the sizes, scale, eps, x and out (the weights buffer holds the
+// rest, biases included).
 template <typename T>
 struct LglArgs {
   int64_t B, H, W, C, num_heads, r;
@@ -49,13 +66,26 @@ struct LglArgs {
 // Runs fn(begin, end) over [0, n) split into chunks, possibly concurrently.
 using ParallelFor = std::function<void(int64_t n, const std::function<void(int64_t, int64_t)>& fn)>;
 
+// Elements of the prepared-weights buffer (lgl_prepare_weights) for these C, r and a table of
+// panel width nr.
+int64_t lgl_weights_size(int64_t C, int64_t r, int64_t nr);
+
+// Phase 0: packs qkv_weight^T and builds the folded output weights (r > 1) or packs
+// proj_weight^T (r = 1) into `weights`. Reads only the weights of a (C, r, qkv_w, prop_w, prop_b,
+// norm_w, norm_b, proj_w, proj_b), so the result can be reused for any x while they do not
+// change (the ATen layer caches it). Deterministic: the same inputs give the same bits.
+template <typename T>
+void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weights,
+                         const ParallelFor& parallel_for);
+
 // Elements of the shared workspace lgl_fused_forward needs.
 int64_t lgl_workspace_size(int64_t B, int64_t H, int64_t W, int64_t C, int64_t num_heads,
                            int64_t r, int64_t nr);
 
+// Phases 1-3, with `weights` prepared by lgl_prepare_weights from the same weights and table.
 template <typename T>
-void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, T* workspace,
-                       const ParallelFor& parallel_for);
+void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* weights,
+                       T* workspace, const ParallelFor& parallel_for);
 
 }  // namespace cpu
 }  // namespace edgevit

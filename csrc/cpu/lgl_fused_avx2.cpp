@@ -23,15 +23,15 @@
 // Invariants (no out-of-bounds access): A is read only at rows < M and columns < K; bias only
 // at columns < N (vmaskmovps loads, which do not fault on masked-off lanes); packed panels are
 // read whole (they are zero-padded to 8 columns); C is written only at rows < M, columns < N
-// (vmaskmovps store on the group's last vector). softmax_rows / prop_layernorm_rows touch only
+// (vmaskmovps store on the group's last vector). softmax_rows / scale_rows touch only
 // elements < N / < C of each row: the remainder of a row uses masked loads and stores.
+// prop_rstd reads pwt rows with masked loads (R % 8 tail) and y only at rows < M.
 // pack_weight_t reads W only at rows < N, columns < K (masked loads) and writes only its panels.
 //
 // Numerics: softmax uses our own exp (Cephes-style: round(x * log2 e) range reduction, degree-5
 // polynomial; 2^n applied as two exact power-of-two factors so results down to the denormal
 // range and overflow to inf are right; NaN stays NaN; about 1 ulp). Where the scalar reference
-// rounds an intermediate (s * scale before subtracting the max, y * pw before adding pb) so do
-// we: an empty asm barrier keeps the compiler from contracting the multiply into an FMA, which
+// rounds an intermediate (s * scale before subtracting the max) so do we: an empty asm barrier keeps the compiler from contracting the multiply into an FMA, which
 // would change results well beyond rounding for large inputs.
 //
 // Only intrinsics and plain C in this file: no std:: templates/inline functions, whose
@@ -297,152 +297,78 @@ void softmax_rows_avx2(int64_t M, int64_t N, float scale, float* S, int64_t ld) 
 }
 
 // ---------------------------------------------------------------------------------------------
-// propagate + LayerNorm, tokens in groups of 8
+// prop_rstd: offsets in lanes, tokens in groups of kRstdTokens (as in the AVX-512 kernel)
 
-// Lane t of the result = the sum of the 8 lanes of v[t]: two rounds of hadd give, per 128-bit
-// half, one partial sum of each of 4 tokens; adding the halves of two such vectors gives all 8.
-// 6 hadd + 2 permutes + 1 add for 8 tokens, instead of 8 horizontal sums.
-static inline __m256 reduce8(const __m256 (&v)[8]) {
-  const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
-  const __m256 c = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
-  // a: element j of each half = a partial sum of v[j]; c: of v[4 + j].
-  return _mm256_add_ps(_mm256_permute2f128_ps(a, c, 0x20), _mm256_permute2f128_ps(a, c, 0x31));
-}
+constexpr int kRstdTokens = 4;
 
-// The passes of one group of nt <= 8 tokens; z rows zs floats apart (the group's rows of the
-// scratch, or of out). pass1: z = y * pw + pb (product rounded, as in the scalar reference) and
-// acc[t] = partial sums of z_t; pass2: acc[t] = partial sums of (z_t - mean[t])^2; pass3:
-// out row t = (z_t - mean[t]) * rstd[t] * g + b (in place when z lives in out). acc[t] of the
-// missing tokens t >= nt is zero (their lanes of the statistics are computed and ignored).
-// Channel tails use vmaskmovps loads and stores (masked-off lanes of z are 0 * 0 + 0; of a
-// deviation, zeroed by the and with the mask).
-struct LnTail {
-  int64_t cfull;  // C rounded down to whole vectors
-  bool any;       // C % 8 != 0
-  __m256i m;      // the first C % 8 lanes
-  __m256 mf;
-};
-
-static inline void ln_pass1(int nt, const LnTail& tl, const float* const* y_rows,
-                            const float* const* pw_rows, const float* pb, float* z, int64_t zs,
-                            __m256 (&acc)[8]) {
-  for (int t = 0; t < 8; ++t) acc[t] = _mm256_setzero_ps();
-  for (int t = 0; t < nt; ++t, z += zs) {
-    const float* y = y_rows[t];
-    const float* pw = pw_rows[t];
-    __m256 vsum = _mm256_setzero_ps();
-    for (int64_t c = 0; c < tl.cfull; c += 8) {
-      const __m256 yw = opaque(_mm256_mul_ps(_mm256_loadu_ps(y + c), _mm256_loadu_ps(pw + c)));
-      const __m256 v = _mm256_add_ps(yw, _mm256_loadu_ps(pb + c));
-      _mm256_storeu_ps(z + c, v);
-      vsum = _mm256_add_ps(vsum, v);
-    }
-    if (tl.any) {
-      const int64_t c = tl.cfull;
-      const __m256 yw =
-          opaque(_mm256_mul_ps(_mm256_maskload_ps(y + c, tl.m), _mm256_maskload_ps(pw + c, tl.m)));
-      const __m256 v = _mm256_add_ps(yw, _mm256_maskload_ps(pb + c, tl.m));
-      _mm256_maskstore_ps(z + c, tl.m, v);
-      vsum = _mm256_add_ps(vsum, v);
-    }
-    acc[t] = vsum;
-  }
-}
-
-static inline void ln_pass2(int nt, const LnTail& tl, const float* z, int64_t zs,
-                            const float* mean, __m256 (&acc)[8]) {
-  for (int t = 0; t < 8; ++t) acc[t] = _mm256_setzero_ps();
-  for (int t = 0; t < nt; ++t, z += zs) {
-    const __m256 vmean = _mm256_set1_ps(mean[t]);
-    __m256 vsq = _mm256_setzero_ps();
-    for (int64_t c = 0; c < tl.cfull; c += 8) {
-      const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(z + c), vmean);
-      vsq = _mm256_fmadd_ps(d, d, vsq);
-    }
-    if (tl.any) {
-      const __m256 d =
-          _mm256_and_ps(_mm256_sub_ps(_mm256_maskload_ps(z + tl.cfull, tl.m), vmean), tl.mf);
-      vsq = _mm256_fmadd_ps(d, d, vsq);
-    }
-    acc[t] = vsq;
-  }
-}
-
-static inline void ln_pass3(int nt, int64_t C, const LnTail& tl, const float* z, int64_t zs,
-                            const float* mean, const float* rstd, const float* g, const float* b,
-                            float* out) {
-  for (int t = 0; t < nt; ++t, z += zs, out += C) {
-    const __m256 vmean = _mm256_set1_ps(mean[t]), vrstd = _mm256_set1_ps(rstd[t]);
-    for (int64_t c = 0; c < tl.cfull; c += 8) {
-      const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(z + c), vmean), vrstd);
-      _mm256_storeu_ps(out + c,
-                       _mm256_fmadd_ps(d, _mm256_loadu_ps(g + c), _mm256_loadu_ps(b + c)));
-    }
-    if (tl.any) {
-      const int64_t c = tl.cfull;
-      const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(z + c, tl.m), vmean), vrstd);
-      _mm256_maskstore_ps(out + c, tl.m,
-                          _mm256_fmadd_ps(d, _mm256_maskload_ps(g + c, tl.m),
-                                          _mm256_maskload_ps(b + c, tl.m)));
-    }
-  }
-}
-
-// Tokens go in groups of 8 (one lane each in the reduced statistics), two groups at a time:
-// pass 1 of both groups (each followed by its reduce8 + division: the group's 8 means), pass 2
-// of both (reduce8, division, sqrt, division: 8 rstd), pass 3 of both. The statistics of one
-// group are a chain of ~70 cycles of latency; the other group's pass, next in program order and
-// independent of it, runs meanwhile (one group at a time measured 5-10% slower). Within a pass
-// the tokens are independent, so their loops overlap too (the per-token kernel waited on two
-// horizontal sums per token). A block's z rows live in a stack scratch, rows padded to whole
-// vectors and 32-byte aligned, when they fit (kLnScratch floats: C <= 256): unlike rows of out
-// at stride C they never straddle cache lines (1.4x faster at C = 36 than keeping z in out).
-// Otherwise z lives in out.
-constexpr int kLnGroups = 2;
-constexpr int64_t kLnScratch = 4096;
-
-void prop_layernorm_rows_avx2(int64_t rows, int64_t C, const float* const* y_rows,
-                              const float* const* pw_rows, const float* pb, const float* g,
-                              const float* b, float eps, float* out) {
-  if (rows <= 0 || C <= 0) return;
-  LnTail tl;
-  tl.cfull = C / 8 * 8;
-  tl.any = tl.cfull < C;
-  tl.m = tail_mask(C - tl.cfull);
-  tl.mf = _mm256_castsi256_ps(tl.m);
-  const int64_t cpad = (C + 7) / 8 * 8;
-  const bool scratch = kLnGroups * 8 * cpad <= kLnScratch;
-  const int64_t zs = scratch ? cpad : C;  // row stride of z
-  alignas(32) float zbuf[kLnScratch];
+void prop_rstd_avx2(int64_t M, int64_t R, int64_t C, const float* y, int64_t ldy,
+                    const float* pwt, const float* pb, float eps, float* rstd) {
+  if (M <= 0 || R <= 0 || C <= 0) return;
+  float pb_sum = 0.0f;
+  for (int64_t c = 0; c < C; ++c) pb_sum += pb[c];
   const __m256 vC = _mm256_set1_ps(float(C)), veps = _mm256_set1_ps(eps);
-  __m256 acc[8];
-  alignas(32) float mean[kLnGroups][8], rstd[kLnGroups][8];
-  for (int64_t t0 = 0; t0 < rows; t0 += kLnGroups * 8) {
-    const int64_t left = rows - t0;
-    const int ng = left >= kLnGroups * 8 ? kLnGroups : int((left + 7) / 8);
-    int nt[kLnGroups];
-    float* z[kLnGroups];
-    for (int h = 0; h < ng; ++h) {
-      nt[h] = left - h * 8 >= 8 ? 8 : int(left - h * 8);
-      z[h] = scratch ? zbuf + h * 8 * zs : out + (t0 + h * 8) * C;
+  const __m256 vpb_sum = _mm256_set1_ps(pb_sum), one = _mm256_set1_ps(1.0f);
+  for (int64_t m0 = 0; m0 < M; m0 += kRstdTokens) {
+    const int nt = M - m0 < kRstdTokens ? int(M - m0) : kRstdTokens;
+    const float* ym[kRstdTokens];
+    for (int t = 0; t < kRstdTokens; ++t) ym[t] = y + (m0 + (t < nt ? t : 0)) * ldy;
+    for (int64_t d0 = 0; d0 < R; d0 += 8) {
+      const __m256i mk = tail_mask(R - d0 < 8 ? R - d0 : 8);
+      const float* w = pwt + d0;
+      __m256 s[kRstdTokens], mean[kRstdTokens];
+      for (int t = 0; t < kRstdTokens; ++t) s[t] = _mm256_setzero_ps();
+      for (int64_t c = 0; c < C; ++c) {
+        const __m256 wc = _mm256_maskload_ps(w + c * R, mk);
+        for (int t = 0; t < kRstdTokens; ++t)
+          s[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(ym[t] + c), wc, s[t]);
+      }
+      for (int t = 0; t < kRstdTokens; ++t) {
+        mean[t] = _mm256_div_ps(_mm256_add_ps(s[t], vpb_sum), vC);
+        s[t] = _mm256_setzero_ps();
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const __m256 wc = _mm256_maskload_ps(w + c * R, mk), pbc = _mm256_broadcast_ss(pb + c);
+        for (int t = 0; t < kRstdTokens; ++t) {
+          const __m256 dev =
+              _mm256_fmadd_ps(_mm256_broadcast_ss(ym[t] + c), wc, _mm256_sub_ps(pbc, mean[t]));
+          s[t] = _mm256_fmadd_ps(dev, dev, s[t]);
+        }
+      }
+      for (int t = 0; t < nt; ++t) {
+        const __m256 var = _mm256_add_ps(_mm256_div_ps(s[t], vC), veps);
+        _mm256_maskstore_ps(rstd + (m0 + t) * R + d0, mk,
+                            _mm256_div_ps(one, _mm256_sqrt_ps(var)));
+      }
     }
-    for (int h = 0; h < ng; ++h) {
-      ln_pass1(nt[h], tl, y_rows + t0 + h * 8, pw_rows + t0 + h * 8, pb, z[h], zs, acc);
-      _mm256_store_ps(mean[h], _mm256_div_ps(reduce8(acc), vC));
-    }
-    for (int h = 0; h < ng; ++h) {
-      ln_pass2(nt[h], tl, z[h], zs, mean[h], acc);
-      // rstd = 1 / sqrt(sq / C + eps), rounded step by step as in the scalar reference.
-      const __m256 var = _mm256_add_ps(_mm256_div_ps(reduce8(acc), vC), veps);
-      _mm256_store_ps(rstd[h], _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_sqrt_ps(var)));
-    }
-    for (int h = 0; h < ng; ++h)
-      ln_pass3(nt[h], C, tl, z[h], zs, mean[h], rstd[h], g, b, out + (t0 + h * 8) * C);
   }
 }
 
-const LglUKernels<float> kTable{"avx2", kNR, gemm_avx2, softmax_rows_avx2,
-                                prop_layernorm_rows_avx2, pack_weight_t_avx2};
+// ---------------------------------------------------------------------------------------------
+// scale_rows
+
+void scale_rows_avx2(int64_t rows, int64_t C, const float* src, const float* scale,
+                     const float* e, float* const* dst) {
+  const int64_t cfull = C / 8 * 8;
+  const __m256i tm = tail_mask(C - cfull);
+  for (int64_t t = 0; t < rows; ++t) {
+    float* o = dst[t];
+    if (!o) continue;
+    const float* s = src + t * C;
+    const __m256 vs = _mm256_set1_ps(scale[t]);
+    for (int64_t c = 0; c < cfull; c += 8)
+      _mm256_storeu_ps(o + c,
+                       _mm256_fmadd_ps(_mm256_loadu_ps(s + c), vs, _mm256_loadu_ps(e + c)));
+    if (cfull < C)
+      _mm256_maskstore_ps(o + cfull, tm,
+                          _mm256_fmadd_ps(_mm256_maskload_ps(s + cfull, tm), vs,
+                                          _mm256_maskload_ps(e + cfull, tm)));
+  }
+}
+
+const LglUKernels<float> kTable{"avx2",         kNR,
+                                gemm_avx2,      softmax_rows_avx2,
+                                prop_rstd_avx2, scale_rows_avx2,
+                                pack_weight_t_avx2};
 
 }  // namespace
 

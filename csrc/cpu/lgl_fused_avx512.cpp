@@ -24,9 +24,10 @@
 // columns < N (masked loads, which do not fault on masked-off lanes); packed panels are read
 // whole (they are zero-padded to 16 columns); C is written only at rows < M, columns < N
 // (masked store on the group's last vector). softmax_rows touches only elements < N of each row:
-// the remainder of a row is handled with masked loads and stores. prop_layernorm_rows is the
-// AVX2 kernel (see below). pack_weight_t reads W only at rows < N, columns < K (masked loads)
-// and writes only its panels.
+// the remainder of a row is handled with masked loads and stores. prop_rstd reads pwt rows
+// with masked loads (R % 16 tail) and y only at rows < M (a short token group repeats its
+// first row); scale_rows masks its channel tail. pack_weight_t reads W only at rows < N,
+// columns < K (masked loads) and writes only its panels.
 //
 // Numerics: softmax uses our own exp (Cephes-style: round(x * log2 e) range reduction, degree-5
 // polynomial, exact 2^n via vscalefps, so underflow to denormals/0 and NaN are right; about 1 ulp).
@@ -289,25 +290,82 @@ void softmax_rows_avx512(int64_t M, int64_t N, float scale, float* S, int64_t ld
 }
 
 // ---------------------------------------------------------------------------------------------
-// propagate + LayerNorm: the AVX2 kernel
+// prop_rstd: offsets in lanes, tokens in groups of kRstdTokens
 //
-// prop_layernorm_rows is the AVX2 one (256-bit vectors, tokens in groups of 8 with a batched
-// reduction; every CPU with AVX-512F also has AVX2 + FMA). A 512-bit version (tokens in groups
-// of 16, channels in zmm or, for C % 16 != 0, ymm chunks, one zmm transpose-and-add tree per
-// group, z in an aligned scratch) measured on Ice Lake-SP (64 tokens, C = 36..240): 5-10% faster
-// only when every row was 64-byte aligned and C % 16 == 0, and 10-35% slower when the output
-// tile was only 16-byte aligned (std::vector) or C % 16 != 0: zmm rows at stride C straddle
-// cache lines, and in-flight 512-bit uops take port 1 away from the 256-bit loops.
-void prop_layernorm_rows_avx512(int64_t rows, int64_t C, const float* const* y_rows,
-                                const float* const* pw_rows, const float* pb, const float* g,
-                                const float* b, float eps, float* out) {
-  const LglUKernels<float>* avx2 = avx2_ukernels();  // non-null: x86-64 builds compile both
-  const LglUKernels<float>& uk = avx2 ? *avx2 : scalar_ukernels<float>();
-  uk.prop_layernorm_rows(rows, C, y_rows, pw_rows, pb, g, b, eps, out);
+// Lane l of a vector is offset d0 + l (R % 16 lanes masked in the last chunk); tokens go in
+// groups of 4 sharing each loaded pwt row, with one accumulator each, so four independent
+// add chains hide the FMA latency. Pass 1 sums y * pw (pb's sum is added once, outside the
+// loop), pass 2 sums (y * pw + (pb - mean))^2, the deviation formed by one FMA.
+constexpr int kRstdTokens = 4;
+
+void prop_rstd_avx512(int64_t M, int64_t R, int64_t C, const float* y, int64_t ldy,
+                      const float* pwt, const float* pb, float eps, float* rstd) {
+  if (M <= 0 || R <= 0 || C <= 0) return;
+  float pb_sum = 0.0f;
+  for (int64_t c = 0; c < C; ++c) pb_sum += pb[c];
+  const __m512 vC = _mm512_set1_ps(float(C)), veps = _mm512_set1_ps(eps);
+  const __m512 vpb_sum = _mm512_set1_ps(pb_sum), one = _mm512_set1_ps(1.0f);
+  for (int64_t m0 = 0; m0 < M; m0 += kRstdTokens) {
+    const int nt = M - m0 < kRstdTokens ? int(M - m0) : kRstdTokens;
+    const float* ym[kRstdTokens];
+    for (int t = 0; t < kRstdTokens; ++t) ym[t] = y + (m0 + (t < nt ? t : 0)) * ldy;
+    for (int64_t d0 = 0; d0 < R; d0 += 16) {
+      const __mmask16 mk = tail_mask(R - d0);
+      const float* w = pwt + d0;
+      __m512 s[kRstdTokens], mean[kRstdTokens];
+      for (int t = 0; t < kRstdTokens; ++t) s[t] = _mm512_setzero_ps();
+      for (int64_t c = 0; c < C; ++c) {
+        const __m512 wc = _mm512_maskz_loadu_ps(mk, w + c * R);
+        for (int t = 0; t < kRstdTokens; ++t)
+          s[t] = _mm512_fmadd_ps(_mm512_set1_ps(ym[t][c]), wc, s[t]);
+      }
+      for (int t = 0; t < kRstdTokens; ++t) {
+        mean[t] = _mm512_div_ps(_mm512_add_ps(s[t], vpb_sum), vC);
+        s[t] = _mm512_setzero_ps();
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const __m512 wc = _mm512_maskz_loadu_ps(mk, w + c * R), pbc = _mm512_set1_ps(pb[c]);
+        for (int t = 0; t < kRstdTokens; ++t) {
+          const __m512 dev =
+              _mm512_fmadd_ps(_mm512_set1_ps(ym[t][c]), wc, _mm512_sub_ps(pbc, mean[t]));
+          s[t] = _mm512_fmadd_ps(dev, dev, s[t]);
+        }
+      }
+      for (int t = 0; t < nt; ++t) {
+        const __m512 var = _mm512_add_ps(_mm512_div_ps(s[t], vC), veps);
+        _mm512_mask_storeu_ps(rstd + (m0 + t) * R + d0, mk,
+                              _mm512_div_ps(one, _mm512_sqrt_ps(var)));
+      }
+    }
+  }
 }
 
-const LglUKernels<float> kTable{"avx512", kNR, gemm_avx512, softmax_rows_avx512,
-                                prop_layernorm_rows_avx512, pack_weight_t_avx512};
+// ---------------------------------------------------------------------------------------------
+// scale_rows
+
+void scale_rows_avx512(int64_t rows, int64_t C, const float* src, const float* scale,
+                       const float* e, float* const* dst) {
+  const int64_t cfull = C / 16 * 16;
+  const __mmask16 tm = tail_mask(C - cfull);
+  for (int64_t t = 0; t < rows; ++t) {
+    float* o = dst[t];
+    if (!o) continue;
+    const float* s = src + t * C;
+    const __m512 vs = _mm512_set1_ps(scale[t]);
+    for (int64_t c = 0; c < cfull; c += 16)
+      _mm512_storeu_ps(o + c,
+                       _mm512_fmadd_ps(_mm512_loadu_ps(s + c), vs, _mm512_loadu_ps(e + c)));
+    if (tm)
+      _mm512_mask_storeu_ps(o + cfull, tm,
+                            _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, s + cfull), vs,
+                                            _mm512_maskz_loadu_ps(tm, e + cfull)));
+  }
+}
+
+const LglUKernels<float> kTable{"avx512",         kNR,
+                                gemm_avx512,      softmax_rows_avx512,
+                                prop_rstd_avx512, scale_rows_avx512,
+                                pack_weight_t_avx512};
 
 }  // namespace
 

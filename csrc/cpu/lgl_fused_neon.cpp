@@ -19,16 +19,15 @@
 // Invariants (no out-of-bounds access): A is read only at rows < M and columns < K (the 4-wide
 // loads only for k + 3 < K); bias only at columns < N; packed panels are read whole (they are
 // zero-padded to 8 columns); C is written only at rows < M, columns < N (a partial last panel
-// goes through a register-sized temporary). softmax_rows / prop_layernorm_rows touch only
-// elements < N / < C of each row: a row's last N % 4 elements go through a temporary. pack_weight_t
-// reads W only at rows < N, columns < K and writes only its panels.
+// goes through a register-sized temporary). softmax_rows / scale_rows touch only elements < N /
+// < C of each row: a row's last N % 4 elements go through a temporary; so do prop_rstd's last
+// R % 4 offsets. pack_weight_t reads W only at rows < N, columns < K and writes only its panels.
 //
 // Numerics: softmax uses our own exp (Cephes-style: round(x * log2 e) range reduction, degree-5
 // polynomial; 2^n applied as two exact power-of-two factors so results down to the denormal
 // range and overflow to inf are right; NaN stays NaN; about 1 ulp). s * scale is rounded before
 // subtracting the max, as in the scalar reference (an empty asm barrier keeps the compiler from
-// contracting it into an FMA). z = y * pw + pb is one FMA here: the scalar reference compiled
-// for aarch64 contracts it too (GCC's default -ffp-contract=fast), so the two match there.
+// contracting it into an FMA).
 //
 // Only intrinsics and plain C in this file: no std:: templates/inline functions (ODR hazard of
 // per-ISA files, see lgl_fused_avx512.cpp).
@@ -277,126 +276,81 @@ void softmax_rows_neon(int64_t M, int64_t N, float scale, float* S, int64_t ld) 
 }
 
 // ---------------------------------------------------------------------------------------------
-// propagate + LayerNorm, tokens in groups of 4
+// prop_rstd: offsets in lanes, tokens in groups of kRstdTokens
+//
+// Lane l of a vector is offset d0 + l (the last R % 4 offsets through load_partial /
+// store_partial); tokens go in groups of 4 sharing each loaded pwt row, one accumulator each,
+// so four independent chains hide the FMA latency. Pass 1 sums y * pw (pb's sum added once),
+// pass 2 sums (y * pw + (pb - mean))^2, the deviation formed by one FMA.
+constexpr int kRstdTokens = 4;
 
-// Lane t of the result = the sum of the 4 lanes of v_t: two rounds of pairwise adds (faddp),
-// 3 instructions for 4 tokens instead of 4 horizontal sums (2 faddp each).
-static inline float32x4_t reduce4(float32x4_t v0, float32x4_t v1, float32x4_t v2,
-                                  float32x4_t v3) {
-  return vpaddq_f32(vpaddq_f32(v0, v1), vpaddq_f32(v2, v3));
-}
-
-// The passes of one group of nt <= 4 tokens, z in the group's rows of out (row stride C).
-// pass1: z = y * pw + pb (one FMA, as the scalar reference compiles on aarch64) and acc[t] =
-// partial sums of z_t; pass2: acc[t] = partial sums of (z_t - mean[t])^2; pass3: out row t =
-// (z_t - mean[t]) * rstd[t] * g + b, in place. acc[t] of the missing tokens t >= nt is zero
-// (their lanes of the statistics are computed and ignored). The last C % 4 channels of a row
-// go through a temporary (load_partial / store_partial; padding lanes of z are 0 * 0 + 0, of a
-// deviation zeroed by the select).
-static inline void ln_pass1(int nt, int64_t C, const float* const* y_rows,
-                            const float* const* pw_rows, const float* pb, float* z,
-                            float32x4_t (&acc)[4]) {
-  const int64_t cfull = C / 4 * 4, rem = C - cfull;
-  for (int t = 0; t < 4; ++t) acc[t] = vdupq_n_f32(0.f);
-  for (int t = 0; t < nt; ++t, z += C) {
-    const float* y = y_rows[t];
-    const float* pw = pw_rows[t];
-    float32x4_t vsum = vdupq_n_f32(0.f);
-    for (int64_t c = 0; c < cfull; c += 4) {
-      const float32x4_t v = vfmaq_f32(vld1q_f32(pb + c), vld1q_f32(y + c), vld1q_f32(pw + c));
-      vst1q_f32(z + c, v);
-      vsum = vaddq_f32(vsum, v);
-    }
-    if (rem) {
-      const float32x4_t v = vfmaq_f32(load_partial(pb + cfull, rem),
-                                      load_partial(y + cfull, rem),
-                                      load_partial(pw + cfull, rem));
-      store_partial(z + cfull, rem, v);
-      vsum = vaddq_f32(vsum, v);
-    }
-    acc[t] = vsum;
-  }
-}
-
-static inline void ln_pass2(int nt, int64_t C, const float* z, const float* mean,
-                            float32x4_t (&acc)[4]) {
-  const int64_t cfull = C / 4 * 4, rem = C - cfull;
-  const uint32x4_t tm = lanes_below(rem);
-  for (int t = 0; t < 4; ++t) acc[t] = vdupq_n_f32(0.f);
-  for (int t = 0; t < nt; ++t, z += C) {
-    const float32x4_t vmean = vdupq_n_f32(mean[t]);
-    float32x4_t vsq = vdupq_n_f32(0.f);
-    for (int64_t c = 0; c < cfull; c += 4) {
-      const float32x4_t d = vsubq_f32(vld1q_f32(z + c), vmean);
-      vsq = vfmaq_f32(vsq, d, d);
-    }
-    if (rem) {
-      const float32x4_t d =
-          vbslq_f32(tm, vsubq_f32(load_partial(z + cfull, rem), vmean), vdupq_n_f32(0.f));
-      vsq = vfmaq_f32(vsq, d, d);
-    }
-    acc[t] = vsq;
-  }
-}
-
-static inline void ln_pass3(int nt, int64_t C, const float* mean, const float* rstd,
-                            const float* g, const float* b, float* out) {
-  const int64_t cfull = C / 4 * 4, rem = C - cfull;
-  for (int t = 0; t < nt; ++t, out += C) {
-    const float32x4_t vmean = vdupq_n_f32(mean[t]), vrstd = vdupq_n_f32(rstd[t]);
-    for (int64_t c = 0; c < cfull; c += 4) {
-      const float32x4_t d = vmulq_f32(vsubq_f32(vld1q_f32(out + c), vmean), vrstd);
-      vst1q_f32(out + c, vfmaq_f32(vld1q_f32(b + c), d, vld1q_f32(g + c)));
-    }
-    if (rem) {
-      const float32x4_t d = vmulq_f32(vsubq_f32(load_partial(out + cfull, rem), vmean), vrstd);
-      store_partial(out + cfull, rem,
-                    vfmaq_f32(load_partial(b + cfull, rem), d, load_partial(g + cfull, rem)));
-    }
-  }
-}
-
-// Tokens go in groups of 4 (one lane each in the reduced statistics), kLnGroups groups at a
-// time: pass 1 of each group (each followed by its reduce4 + division: the group's 4 means),
-// pass 2 of each (reduce4, division, sqrt, division: 4 rstd), pass 3 of each. The statistics of
-// one group are a chain of dependent divisions and a square root; the other groups' passes,
-// next in program order and independent of it, run meanwhile. Within a pass the tokens are
-// independent too (the per-token kernel waited on two horizontal sums per token). 16-byte
-// vectors at 16-byte aligned rows never straddle cache lines, so z simply lives in out (the x86
-// kernels use an aligned scratch for it).
-constexpr int kLnGroups = 4;
-
-void prop_layernorm_rows_neon(int64_t rows, int64_t C, const float* const* y_rows,
-                              const float* const* pw_rows, const float* pb, const float* g,
-                              const float* b, float eps, float* out) {
-  if (rows <= 0 || C <= 0) return;
+void prop_rstd_neon(int64_t M, int64_t R, int64_t C, const float* y, int64_t ldy,
+                    const float* pwt, const float* pb, float eps, float* rstd) {
+  if (M <= 0 || R <= 0 || C <= 0) return;
+  float pb_sum = 0.0f;
+  for (int64_t c = 0; c < C; ++c) pb_sum += pb[c];
   const float32x4_t vC = vdupq_n_f32(float(C)), veps = vdupq_n_f32(eps);
-  float32x4_t acc[4];
-  float mean[kLnGroups][4], rstd[kLnGroups][4];
-  for (int64_t t0 = 0; t0 < rows; t0 += kLnGroups * 4) {
-    const int64_t left = rows - t0;
-    const int ng = left >= kLnGroups * 4 ? kLnGroups : int((left + 3) / 4);
-    int nt[kLnGroups];
-    for (int h = 0; h < ng; ++h) nt[h] = left - h * 4 >= 4 ? 4 : int(left - h * 4);
-    for (int h = 0; h < ng; ++h) {
-      ln_pass1(nt[h], C, y_rows + t0 + h * 4, pw_rows + t0 + h * 4, pb, out + (t0 + h * 4) * C,
-               acc);
-      vst1q_f32(mean[h], vdivq_f32(reduce4(acc[0], acc[1], acc[2], acc[3]), vC));
+  const float32x4_t vpb_sum = vdupq_n_f32(pb_sum), one = vdupq_n_f32(1.0f);
+  for (int64_t m0 = 0; m0 < M; m0 += kRstdTokens) {
+    const int nt = M - m0 < kRstdTokens ? int(M - m0) : kRstdTokens;
+    const float* ym[kRstdTokens];
+    for (int t = 0; t < kRstdTokens; ++t) ym[t] = y + (m0 + (t < nt ? t : 0)) * ldy;
+    for (int64_t d0 = 0; d0 < R; d0 += 4) {
+      const int64_t nd = R - d0 < 4 ? R - d0 : 4;
+      const float* w = pwt + d0;
+      float32x4_t s[kRstdTokens], mean[kRstdTokens];
+      for (int t = 0; t < kRstdTokens; ++t) s[t] = vdupq_n_f32(0.f);
+      for (int64_t c = 0; c < C; ++c) {
+        const float32x4_t wc = nd == 4 ? vld1q_f32(w + c * R) : load_partial(w + c * R, nd);
+        for (int t = 0; t < kRstdTokens; ++t) s[t] = vfmaq_n_f32(s[t], wc, ym[t][c]);
+      }
+      for (int t = 0; t < kRstdTokens; ++t) {
+        mean[t] = vdivq_f32(vaddq_f32(s[t], vpb_sum), vC);
+        s[t] = vdupq_n_f32(0.f);
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const float32x4_t wc = nd == 4 ? vld1q_f32(w + c * R) : load_partial(w + c * R, nd);
+        const float32x4_t pbc = vdupq_n_f32(pb[c]);
+        for (int t = 0; t < kRstdTokens; ++t) {
+          const float32x4_t dev = vfmaq_n_f32(vsubq_f32(pbc, mean[t]), wc, ym[t][c]);
+          s[t] = vfmaq_f32(s[t], dev, dev);
+        }
+      }
+      for (int t = 0; t < nt; ++t) {
+        const float32x4_t var = vaddq_f32(vdivq_f32(s[t], vC), veps);
+        const float32x4_t v = vdivq_f32(one, vsqrtq_f32(var));
+        if (nd == 4) {
+          vst1q_f32(rstd + (m0 + t) * R + d0, v);
+        } else {
+          store_partial(rstd + (m0 + t) * R + d0, nd, v);
+        }
+      }
     }
-    for (int h = 0; h < ng; ++h) {
-      ln_pass2(nt[h], C, out + (t0 + h * 4) * C, mean[h], acc);
-      // rstd = 1 / sqrt(sq / C + eps), rounded step by step as in the scalar reference.
-      const float32x4_t var =
-          vaddq_f32(vdivq_f32(reduce4(acc[0], acc[1], acc[2], acc[3]), vC), veps);
-      vst1q_f32(rstd[h], vdivq_f32(vdupq_n_f32(1.0f), vsqrtq_f32(var)));
-    }
-    for (int h = 0; h < ng; ++h)
-      ln_pass3(nt[h], C, mean[h], rstd[h], g, b, out + (t0 + h * 4) * C);
   }
 }
 
-const LglUKernels<float> kTable{"neon", kNR, gemm_neon, softmax_rows_neon,
-                                prop_layernorm_rows_neon, pack_weight_t_neon};
+// scale_rows
+
+void scale_rows_neon(int64_t rows, int64_t C, const float* src, const float* scale,
+                     const float* e, float* const* dst) {
+  const int64_t cfull = C / 4 * 4, rem = C - cfull;
+  for (int64_t t = 0; t < rows; ++t) {
+    float* o = dst[t];
+    if (!o) continue;
+    const float* s = src + t * C;
+    const float32x4_t vs = vdupq_n_f32(scale[t]);
+    for (int64_t c = 0; c < cfull; c += 4)
+      vst1q_f32(o + c, vfmaq_f32(vld1q_f32(e + c), vld1q_f32(s + c), vs));
+    if (rem)
+      store_partial(o + cfull, rem,
+                    vfmaq_f32(load_partial(e + cfull, rem), load_partial(s + cfull, rem), vs));
+  }
+}
+
+const LglUKernels<float> kTable{"neon",         kNR,
+                                gemm_neon,      softmax_rows_neon,
+                                prop_rstd_neon, scale_rows_neon,
+                                pack_weight_t_neon};
 
 }  // namespace
 

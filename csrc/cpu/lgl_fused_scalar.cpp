@@ -58,27 +58,32 @@ void softmax_rows_scalar(int64_t M, int64_t N, T scale, T* S, int64_t ld) {
 }
 
 template <typename T>
-void prop_layernorm_rows_scalar(int64_t rows, int64_t C, const T* const* y_rows,
-                                const T* const* pw_rows, const T* pb, const T* g, const T* b,
-                                T eps, T* out) {
+void prop_rstd_scalar(int64_t M, int64_t R, int64_t C, const T* y, int64_t ldy, const T* pwt,
+                      const T* pb, T eps, T* rstd) {
   if (C <= 0) return;
+  for (int64_t m = 0; m < M; ++m) {
+    const T* ym = y + m * ldy;
+    for (int64_t d = 0; d < R; ++d) {
+      T sum = 0;
+      for (int64_t c = 0; c < C; ++c) sum += ym[c] * pwt[c * R + d] + pb[c];
+      const T mean = sum / T(C);
+      T sq = 0;
+      for (int64_t c = 0; c < C; ++c) {
+        const T dev = ym[c] * pwt[c * R + d] + pb[c] - mean;
+        sq += dev * dev;
+      }
+      rstd[m * R + d] = T(1) / std::sqrt(sq / T(C) + eps);
+    }
+  }
+}
+
+template <typename T>
+void scale_rows_scalar(int64_t rows, int64_t C, const T* src, const T* scale, const T* e,
+                       T* const* dst) {
   for (int64_t t = 0; t < rows; ++t) {
-    const T* y = y_rows[t];
-    const T* pw = pw_rows[t];
-    T* o = out + t * C;
-    T sum = 0;
-    for (int64_t c = 0; c < C; ++c) {
-      o[c] = y[c] * pw[c] + pb[c];
-      sum += o[c];
-    }
-    const T mean = sum / T(C);
-    T sq = 0;
-    for (int64_t c = 0; c < C; ++c) {
-      const T d = o[c] - mean;
-      sq += d * d;
-    }
-    const T rstd = T(1) / std::sqrt(sq / T(C) + eps);
-    for (int64_t c = 0; c < C; ++c) o[c] = (o[c] - mean) * rstd * g[c] + b[c];
+    if (!dst[t]) continue;
+    const T* s = src + t * C;
+    for (int64_t c = 0; c < C; ++c) dst[t][c] = scale[t] * s[c] + e[c];
   }
 }
 
@@ -112,8 +117,10 @@ void pack_b(const T* src, int64_t K, int64_t N, int64_t sk, int64_t sn, int64_t 
 
 template <typename T>
 const LglUKernels<T>& scalar_ukernels() {
-  static const LglUKernels<T> table{"scalar", kNR, gemm_scalar<T>, softmax_rows_scalar<T>,
-                                    prop_layernorm_rows_scalar<T>, pack_weight_t_scalar<T>};
+  static const LglUKernels<T> table{"scalar",         kNR,
+                                    gemm_scalar<T>,   softmax_rows_scalar<T>,
+                                    prop_rstd_scalar<T>, scale_rows_scalar<T>,
+                                    pack_weight_t_scalar<T>};
   return table;
 }
 

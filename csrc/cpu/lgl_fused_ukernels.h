@@ -30,19 +30,22 @@ struct LglUKernels {
   // In place for each of M rows of S (row stride ld): s[0:N] = softmax(s[0:N] * scale).
   void (*softmax_rows)(int64_t M, int64_t N, T scale, T* S, int64_t ld);
 
-  // Propagate + LayerNorm for `rows` tokens, written as rows of out (row stride C): for t < rows,
-  //   z_t[c] = y_rows[t][c] * pw_rows[t][c] + pb[c]
-  //   out[t*C + c] = (z_t[c] - mean(z_t)) / sqrt(var(z_t) + eps) * g[c] + b[c]
-  // Two-pass statistics per token (mean, then mean of squared deviations), so a large common
-  // offset does not cancel precision away. The row pointers may repeat (tokens sharing a sampled
-  // row or a propagation offset). Reads only y_rows[t][0:C), pw_rows[t][0:C), pb/g/b[0:C);
-  // writes only out[0:rows*C). rows is at most 64 in the driver, but any value works (<= 0: no-op).
-  // SIMD variants normalise tokens in groups of one token per vector lane, so that the
-  // per-token reductions are batched (one transpose-and-add tree per group and statistic, not
-  // two horizontal sums per token); z is kept between the passes in out or in a stack scratch.
-  void (*prop_layernorm_rows)(int64_t rows, int64_t C, const T* const* y_rows,
-                              const T* const* pw_rows, const T* pb, const T* g, const T* b, T eps,
-                              T* out);
+  // LayerNorm statistics of the propagated tokens, without normalising them (the driver folds
+  // the normalisation into the projection; see lgl_fused.h). For m < M and offsets d < R, with
+  //   z[c] = y[m*ldy + c] * pwt[c*R + d] + pb[c]   (c < C),
+  //   rstd[m*R + d] = 1 / sqrt(mean_c((z[c] - mean_c(z))^2) + eps).
+  // Two-pass statistics (the mean, then the mean of squared deviations), so a large common
+  // offset does not cancel precision away. pwt is the propagation weight transposed, [C, R]
+  // (the R offsets of one channel contiguous), so SIMD variants put offsets in vector lanes.
+  // Reads only y rows m < M (columns < C), pwt[0:C*R), pb[0:C); writes only rstd[0:M*R).
+  void (*prop_rstd)(int64_t M, int64_t R, int64_t C, const T* y, int64_t ldy, const T* pwt,
+                    const T* pb, T eps, T* rstd);
+
+  // Epilogue of the folded LayerNorm + projection: for t < rows with dst[t] non-null,
+  //   dst[t][c] = scale[t] * src[t*C + c] + e[c]   (c < C);
+  // rows with a null dst (tokens cropped off the map) are skipped. Writes only dst rows [0, C).
+  void (*scale_rows)(int64_t rows, int64_t C, const T* src, const T* scale, const T* e,
+                     T* const* dst);
 
   // Packs panels [p0, p1) of B = W^T, where W is a row-major [N, K] weight (row stride ldw),
   // into the layout above (dst points at panel 0). A transpose: the per-call cost of using a

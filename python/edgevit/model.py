@@ -182,6 +182,8 @@ class GlobalSparseAttn(nn.Module):
         self.use_fused = bool(use_fused)
         # Reasons already warned about; EdgeVit shares one set among all its modules.
         self._fallback_warned: set = set()
+        # (key, lgl_prepare output) of the last CPU eval-mode call (see forward_fused).
+        self._prepared = None
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, sr_ratio={self.sr}, use_fused={self.use_fused}"
@@ -243,20 +245,64 @@ class GlobalSparseAttn(nn.Module):
             stacklevel=3,
         )
 
-    def forward_fused(self, x: Tensor, H: int, W: int) -> Tensor:
-        """The op on this module's parameters (no dropout applied); the caller checks support."""
-        r = int(self.sr)
-        if r > 1:
+    def _op_weights(self):
+        """The op's weight arguments (qkv_w, qkv_b, prop_w, prop_b, norm_w, norm_b, proj_w,
+        proj_b) and norm_eps."""
+        if self.sr > 1:
             prop_w, prop_b = self.LocalProp.weight, self.LocalProp.bias
             norm_w, norm_b, eps = self.norm.weight, self.norm.bias, float(self.norm.eps)
         else:
             prop_w = prop_b = norm_w = norm_b = None
             eps = 1e-5  # unused when sr_ratio == 1
+        return (self.qkv.weight, self.qkv.bias, prop_w, prop_b, norm_w, norm_b,
+                self.proj.weight, self.proj.bias), eps
+
+    @torch.compiler.disable
+    def _prepared_weights(self, weights, x: Tensor) -> Optional[Tensor]:
+        """The cached ``lgl_prepare`` of this module's weights for CPU inference, rebuilt when
+        a parameter changes (its version counter, storage or identity), the ISA or the dtype
+        does; None where the cache does not apply (see ``forward_fused``)."""
+        kernels = _load_kernels()
+        params = [w for w in weights if w is not None]
+        if any(w.is_inference() for w in params):  # no version counter to key on
+            return None
+        key = (kernels.cpu_isa(), x.dtype,
+               tuple((id(w), w.data_ptr(), w._version) for w in params))
+        cached = self._prepared
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        prepared = kernels.lgl_prepare(*weights, int(self.sr))
+        self._prepared = (key, prepared)
+        return prepared
+
+    def train(self, mode: bool = True):
+        self._prepared = None  # rebuilt on the next eval-mode call
+        return super().train(mode)
+
+    def forward_fused(self, x: Tensor, H: int, W: int) -> Tensor:
+        """The op on this module's parameters (no dropout applied); the caller checks support.
+
+        In eval mode on CPU, when no gradient is needed, the weights are prepared once
+        (``lgl_prepare``: packed and folded for the CPU kernels) and reused by
+        ``lgl_fused_prepared`` while they do not change: they are keyed by each parameter's
+        version counter, so in-place updates (optimizer steps, ``load_state_dict``,
+        ``torch.no_grad()`` edits) rebuild them; writes through ``.data``, which PyTorch does
+        not version, are not seen (call ``train()`` or ``eval()`` to drop the cache). The
+        prepared tensor is a plain attribute, never in the ``state_dict``. Anywhere else (training,
+        autograd, CUDA, under ``torch.compile``) the forward is one ``lgl_fused`` call."""
+        weights, eps = self._op_weights()
+        r = int(self.sr)
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or any(w is not None and w.requires_grad for w in weights))
+        if (not self.training and not needs_grad and x.device.type == "cpu"
+                and not torch.compiler.is_compiling()):
+            prepared = self._prepared_weights(weights, x)
+            if prepared is not None:
+                return torch.ops.edgevit.lgl_fused_prepared(
+                    x, int(H), int(W), int(self.num_heads), r, float(self.scale), eps, prepared)
         return torch.ops.edgevit.lgl_fused(
-            x, int(H), int(W), int(self.num_heads), r, float(self.scale),
-            self.qkv.weight, self.qkv.bias, prop_w, prop_b, norm_w, norm_b, eps,
-            self.proj.weight, self.proj.bias,
-        )
+            x, int(H), int(W), int(self.num_heads), r, float(self.scale), *weights[:6], eps,
+            *weights[6:])
 
     def forward(self, x: Tensor, H: int, W: int) -> Tensor:
         if self.use_fused:

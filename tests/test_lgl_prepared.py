@@ -1,0 +1,143 @@
+"""edgevit::lgl_prepare + edgevit::lgl_fused_prepared: lgl_fused in two steps (weights prepared
+once, then the op on any x).
+
+lgl_fused runs exactly the same preparation and kernels on every call, so the prepared path must
+match it bitwise, in every ISA and dtype; against the reference it inherits lgl_fused's
+tolerances (tests/test_lgl_fused.py).
+"""
+import pytest
+import torch
+
+import edgevit_kernels
+from edgevit_kernels import lgl_fused, lgl_fused_prepared, lgl_prepare, lgl_reference
+from lgl_samples import AWKWARD_SHAPES, EDGEVIT_SHAPES, make_args, shape_id
+
+ISAS = edgevit_kernels.supported_cpu_isas()
+
+
+@pytest.fixture(params=ISAS)
+def isa(request, monkeypatch):
+    monkeypatch.setenv("EDGEVIT_CPU_ISA", request.param)
+    return request.param
+
+
+def split(args):
+    """lgl_fused's positional args -> (x, H, W, heads, r, scale, eps), the weight args."""
+    x, H, W, heads, r, scale, qw, qb, pw, pb, nw, nb, eps, prw, prb = args
+    return (x, H, W, heads, r, scale, eps), (qw, qb, pw, pb, nw, nb, prw, prb, r)
+
+
+def run_prepared(args):
+    (x, H, W, heads, r, scale, eps), weights = split(args)
+    return lgl_fused_prepared(x, H, W, heads, r, scale, eps, lgl_prepare(*weights))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", EDGEVIT_SHAPES + AWKWARD_SHAPES, ids=shape_id)
+def test_prepared_equals_lgl_fused_bitwise(shape, dtype, isa):
+    args = make_args(*shape, dtype=dtype)
+    assert torch.equal(run_prepared(args), lgl_fused(*args))
+
+
+@pytest.mark.parametrize("shape", [(2, 14, 14, 72, 2, 2), (1, 7, 9, 40, 5, 1)], ids=shape_id)
+def test_prepared_without_biases(shape, isa):
+    args = make_args(*shape, qkv_bias=False, proj_bias=False)
+    torch.testing.assert_close(run_prepared(args), lgl_reference(*args), atol=1e-4, rtol=1e-4)
+
+
+def test_one_preparation_serves_any_x():
+    args = make_args(2, 28, 28, 72, 2, 2)
+    (x, H, W, heads, r, scale, eps), weights = split(args)
+    prepared = lgl_prepare(*weights)
+    before = prepared.clone()
+    for B, seed in ((2, 1), (5, 2), (1, 3)):
+        args2 = list(args)
+        args2[0] = torch.randn(B, 28 * 28, 72, generator=torch.Generator().manual_seed(seed))
+        out = lgl_fused_prepared(args2[0], H, W, heads, r, scale, eps, prepared)
+        assert torch.equal(out, lgl_fused(*args2))
+    assert torch.equal(prepared, before)  # read only
+
+
+def test_fake_kernels_and_compile():
+    args = make_args(1, 6, 5, 8, 2, 2)
+    (x, H, W, heads, r, scale, eps), weights = split(args)
+    prepared = lgl_prepare(*weights)
+    assert prepared.shape == (torch.ops.edgevit.lgl_prepared_numel(8, 2, torch.float32),)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=False) as mode:
+        fw = [mode.from_tensor(w) if isinstance(w, torch.Tensor) else w for w in weights]
+        fp = lgl_prepare(*fw)
+        assert fp.shape == prepared.shape and fp.dtype == torch.float32
+        fo = lgl_fused_prepared(mode.from_tensor(x), H, W, heads, r, scale, eps, fp)
+        assert fo.shape == x.shape
+    f = torch.compile(lambda x, p: lgl_fused_prepared(x, H, W, heads, r, scale, eps, p),
+                      fullgraph=True, backend="aot_eager")
+    assert torch.equal(f(x, prepared), lgl_fused(*args))
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 4, 8, 2, 1), (2, 5, 7, 12, 3, 2)], ids=shape_id)
+def test_opcheck(shape):
+    (x, H, W, heads, r, scale, eps), weights = split(make_args(*shape))
+    torch.library.opcheck(torch.ops.edgevit.lgl_prepare.default, weights)
+    prepared = lgl_prepare(*weights)
+    torch.library.opcheck(torch.ops.edgevit.lgl_fused_prepared.default,
+                          (x, H, W, heads, r, scale, eps, prepared))
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_prepared_for_other_c_or_sr_ratio():
+    (x, H, W, heads, r, scale, eps), weights = split(make_args(1, 8, 8, 16, 2, 2))
+    prepared = lgl_prepare(*weights)
+    x24 = torch.randn(1, 64, 24)
+    with pytest.raises(RuntimeError, match=r"prepared holds weights for C = 16, sr_ratio = 2, "
+                                           r"but x has C = 24 and sr_ratio = 2"):
+        lgl_fused_prepared(x24, H, W, heads, r, scale, eps, prepared)
+    with pytest.raises(RuntimeError, match=r"C = 16, sr_ratio = 2, but x has C = 16 and sr_ratio = 4"):
+        lgl_fused_prepared(x, H, W, heads, 4, scale, eps, prepared)
+
+
+def test_bad_prepared_not_from_lgl_prepare():
+    x = torch.randn(1, 64, 16)
+    with pytest.raises(RuntimeError, match="prepared was not made by edgevit::lgl_prepare"):
+        lgl_fused_prepared(x, 8, 8, 2, 2, 0.3, 1e-5, torch.zeros(4000))
+    with pytest.raises(RuntimeError, match="prepared must be a contiguous 1-D tensor"):
+        lgl_fused_prepared(x, 8, 8, 2, 2, 0.3, 1e-5, torch.zeros(2, 4000))
+
+
+def test_bad_prepared_dtype():
+    (x, H, W, heads, r, scale, eps), weights = split(make_args(1, 8, 8, 16, 2, 2))
+    prepared = lgl_prepare(*weights)
+    with pytest.raises(RuntimeError, match=r"prepared must have the dtype and device of x \(Double"):
+        lgl_fused_prepared(x.double(), H, W, heads, r, scale, eps, prepared)
+
+
+def test_bad_prepared_truncated():
+    (x, H, W, heads, r, scale, eps), weights = split(make_args(1, 8, 8, 16, 2, 2))
+    prepared = lgl_prepare(*weights)
+    with pytest.raises(RuntimeError, match=r"prepared has \d+ elements, expected \d+"):
+        lgl_fused_prepared(x, H, W, heads, r, scale, eps, prepared[:-1].clone())
+
+
+@pytest.mark.skipif(len(ISAS) < 2, reason="needs two ISAs")
+def test_bad_prepared_for_another_isa(monkeypatch):
+    (x, H, W, heads, r, scale, eps), weights = split(make_args(1, 8, 8, 16, 2, 2))
+    monkeypatch.setenv("EDGEVIT_CPU_ISA", ISAS[-1])
+    prepared = lgl_prepare(*weights)
+    monkeypatch.setenv("EDGEVIT_CPU_ISA", ISAS[0])
+    with pytest.raises(RuntimeError, match=f"prepared was packed for ISA '{ISAS[-1]}', but the op "
+                                           f"now runs '{ISAS[0]}'"):
+        lgl_fused_prepared(x, H, W, heads, r, scale, eps, prepared)
+
+
+def test_bad_lgl_prepare_weights():
+    (x, H, W, heads, r, scale, eps), weights = split(make_args(1, 8, 8, 16, 2, 2))
+    qw, qb, pw, pb, nw, nb, prw, prb, r = weights
+    with pytest.raises(RuntimeError, match=r"lgl_prepare: qkv_weight must be \[3C, C\], got shape \[16, 16\]"):
+        lgl_prepare(prw, qb, pw, pb, nw, nb, prw, prb, r)
+    with pytest.raises(RuntimeError, match="prop_weight is required when sr_ratio > 1"):
+        lgl_prepare(qw, qb, None, pb, nw, nb, prw, prb, r)
+    with pytest.raises(RuntimeError, match=r"proj_weight must have shape \[16, 16\], got \[16, 8\]"):
+        lgl_prepare(qw, qb, pw, pb, nw, nb, prw[:, :8], prb, r)
