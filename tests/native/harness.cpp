@@ -11,28 +11,43 @@
 //   softmax_rows    N = 1..200, ld > N, random rows plus rows with a huge value, -inf entries,
 //                   a NaN, all -inf, +inf. NaN exactly where the reference has NaN, otherwise
 //                   |s - s_ref| <= 1e-6 + 1e-5 |s_ref|.
-//   prop_layernorm_rows  C = 1..400 x rows {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64}
-//                   (full and partial token groups of every vector width), each token's y and
-//                   pw rows distinct guarded rows in a scrambled order; ordinary inputs and
-//                   large-mean inputs (mean 1e4, std 1), eps 1e-5 and 1e-6.
-//                   |o - o_ref| <= 1e-4 (1 + |o_ref|) + cond, where cond = 4 eps_f32 (2 + sqrt C)
-//                   max|z| rstd |g| (per token) is the float rounding of z = y*pw + pb and of
-//                   its mean, amplified by the normalisation (scalar and SIMD sum in different
-//                   orders); it is negligible unless |mean(z)| >> std(z).
-//   lgl_fused_forward  the whole driver with each table (its own packing) vs the scalar table
-//                   on several op shapes (r = 1..4, sides r does not divide, several heads,
-//                   strided x), serial ParallelFor: |o - o_ref| <= 1e-4 (1 + |o_ref|).
+//   pack_weight_t   bit-exact vs pack_b of W^T, N 1..40 and 48..864 x K 1..20 and 36..288, all
+//                   panels and an inner range of panels (the others must stay untouched).
+//   prop_rstd       C = 1..40, every 9th C up to 400 and the EdgeViT channels, x R {1, 2, 3, 4, 5,
+//                   9, 16, 17, 64} (offsets in lanes: full vectors and tails) x M {1, 2, 3, 4, 5,
+//                   7, 8, 9, 17} (full and partial token groups), ldy = C, C + 1 or C + 13;
+//                   ordinary inputs and large-mean inputs (z of mean 1e4, std ~1), eps 1e-5 or
+//                   1e-6. Relative: |r - r_ref| <= (1e-4 + cond) |r_ref|, where
+//                   cond = 8 eps_f32 (2 + sqrt C) max|z| / sqrt(var(z) + eps) (float64
+//                   statistics, per token and offset) is the float rounding of z = y*pw + pb and
+//                   of its mean relative to the spread of z (scalar and SIMD round and sum in
+//                   different orders); negligible unless |mean(z)| >> std(z). The error vs a
+//                   float64 evaluation is reported (informational), for the scalar table too;
+//                   the large-mean figures only for C >= 16 (below, var(z) can be ~0, and the
+//                   rounding of z alone is then comparable to sqrt(eps)).
+//   scale_rows      rows 1..20 (about a third of the destination rows null) x C 1..70, 96, 144,
+//                   240, 384: |o - o_ref| <= 1e-6 (1 + |o_ref|) + eps_f32 |scale * src| (FMA vs
+//                   mul + add); null rows untouched.
+//   lgl_prepare_weights + lgl_fused_forward  the whole driver (phase 0, then phases 1-3) with
+//                   each table (its own packing and fold) vs the scalar table on several op
+//                   shapes (r = 1..4 and 8, sides r does not divide, C not a multiple of 16,
+//                   several heads, strided x), serial or one-task-at-a-time ParallelFor:
+//                   |o - o_ref| <= 1e-4 (1 + |o_ref|).
 //
-// Out-of-bounds checks: every input the kernels read (A, packed B, bias, rows, each LayerNorm
-// input row, LayerNorm vectors) ends exactly at a PROT_NONE guard page, so reading one element
-// too far faults; outputs end at a guard page too and their gaps (ldc > N, ld > N) and a prefix
-// are filled with a canary bit pattern that must be intact afterwards. The asan target adds
-// ASan/UBSan.
+// Out-of-bounds checks: every input the kernels read (A, packed B, bias, softmax rows, y, pwt,
+// pb, src, scale, e, the prepared weights, the workspace) ends exactly at a PROT_NONE guard page,
+// so reading one element too far faults; outputs end at a guard page too (each scale_rows
+// destination row its own) and their gaps (ldc > N, ld > N) and a prefix are filled with a
+// canary bit pattern that must be intact afterwards; gaps between y rows (ldy > C), the prepared
+// weights and the workspace start as canary NaNs, so a read of an unwritten element shows as a
+// NaN result. The asan target adds ASan/UBSan.
 //
 // Usage: harness            run all tests, print "<isa>: <n> cases OK" per ISA; exit 1 on failure
 //        harness --quick    fewer gemm cases (for slow emulators)
-//        harness --bench    gemm GFLOP/s per ISA on the workload's representative shapes, weight
-//                           packing and prop_layernorm_rows ns per element / token
+//        harness --bench    per ISA: gemm GFLOP/s on the workload's representative shapes, weight
+//                           packing ns per element, prop_rstd ns per token-offset, and
+//                           microseconds of lgl_prepare_weights and lgl_fused_forward on the
+//                           8 EdgeViT stage shapes (one thread)
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -119,10 +134,11 @@ class Guarded {
 struct Tally {
   const char* isa;
   int64_t cases = 0, failures = 0;
-  double gemm_worst = 0, softmax_worst = 0, ln_worst = 0, fused_worst = 0;  // err / tol
+  double gemm_worst = 0, softmax_worst = 0, rstd_worst = 0, scale_worst = 0,  // err / tol
+      fused_worst = 0;
   double exp_ulp = 0;
-  double ln_err[2] = {0, 0};  // max |o - o_ref|: ordinary inputs, large-mean inputs
-  double ln_err64 = 0;        // max |o - float64 LayerNorm of the same inputs|, large-mean
+  double rstd_err[2] = {0, 0};  // max |r - r_ref| / r_ref: ordinary inputs, large-mean inputs
+  double rstd_err64 = 0;        // max |r - float64 rstd of the same inputs| / it, large mean
 };
 
 constexpr int kMaxReports = 20;
@@ -430,10 +446,10 @@ double exp_ulp_error(const UK& uk) {
 }
 
 // ------------------------------------------------------------------------------------------
-// prop_layernorm_rows
+// Guarded rows
 
 // nrows rows of n floats, each ending exactly at its own PROT_NONE page (and the first one
-// starting after another), in one mapping: row pointers for the batched kernels.
+// starting after another), in one mapping: row pointers (scale_rows' destinations).
 class GuardedRows {
  public:
   GuardedRows(int64_t nrows, int64_t n) : nrows_(nrows) {
@@ -474,116 +490,185 @@ class GuardedRows {
   std::vector<float*> rows_;
 };
 
-double g_scalar_ln_err64 = 0;
+// ------------------------------------------------------------------------------------------
+// prop_rstd
 
-constexpr int64_t kLnPool = 64;  // distinct input rows per C; a case uses a subset
-const int64_t kLnRowCounts[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64};
+constexpr double kEpsF32 = 1.1920929e-7;  // 2^-23
 
-// For every C in 1..400 and every row count: token t reads y row (7t + rows) % 64 and pw row
-// (5t + 3 rows + 1) % 64 of two pools of 64 distinct guarded rows (distinct within a case, in a
-// scrambled order, y and pw rows not paired the same way); pb, g, b end at guard pages; out is
-// rows * C floats ending at a guard page, after a canary prefix. Ordinary inputs and
-// large-mean inputs (z of mean 1e4, std ~1), eps 1e-5 and 1e-6.
-void test_layernorm(const std::vector<const UK*>& isas, std::vector<Tally>& tallies) {
+// The informational large-mean figures (Tally::rstd_err[1], rstd_err64 and the one below) cover
+// C >= kInfoMinC only: for smaller C, var(z) can be ~0 and the rounding of z alone (0.5 ulp of
+// 1e4) is then comparable to sqrt(eps), which says nothing about the kernels.
+constexpr int64_t kInfoMinC = 16;
+double g_scalar_rstd_err64 = 0;  // max |r - float64 rstd| / it of the scalar table, large mean
+
+// Channel counts of the prop_rstd test: 1..40, every 9th up to 400 (all residues mod 16 and
+// mod 4), the EdgeViT channels.
+std::vector<int64_t> rstd_channels() {
+  std::vector<int64_t> Cs;
+  for (int64_t C = 1; C <= 40; ++C) Cs.push_back(C);
+  for (int64_t C = 41; C <= 400; C += 9) Cs.push_back(C);
+  for (int64_t C : {36, 48, 72, 96, 144, 240, 288, 384, 400}) Cs.push_back(C);
+  std::sort(Cs.begin(), Cs.end());
+  Cs.erase(std::unique(Cs.begin(), Cs.end()), Cs.end());
+  return Cs;
+}
+
+// For each C, R in {1, 2, 3, 4, 5, 9, 16, 17, 64} (fewer offsets than a vector, whole vectors
+// of 4, 8 and 16 lanes, and tails) and M in {1, 2, 3, 4, 5, 7, 8, 9, 17} (full and partial token
+// groups): y is M rows of row stride ldy in {C, C + 1, C + 13} ending at a guard page, its gaps
+// canary NaNs (a read of one shows as a NaN result); pwt [C, R] and pb [C] end at guard pages;
+// rstd is M*R floats ending at a guard page after a canary prefix. Ordinary inputs and
+// large-mean inputs (z of mean 1e4, std ~1); eps 1e-5 or 1e-6 (alternating).
+void test_prop_rstd(const std::vector<const UK*>& isas, std::vector<Tally>& tallies) {
   const UK& ref = edgevit::cpu::scalar_ukernels<float>();
   const auto& ref64 = edgevit::cpu::scalar_ukernels<double>();
   constexpr int64_t kPrefix = 16;
-  for (int64_t C = 1; C <= 400; ++C) {
-    GuardedRows ypool(kLnPool, C), pwpool(kLnPool, C);
-    Guarded pb(C), g(C), b(C);
-    for (int large_mean = 0; large_mean < 2; ++large_mean) {
-      for (int64_t i = 0; i < kLnPool; ++i)
-        for (int64_t c = 0; c < C; ++c) {
-          ypool.row(i)[c] = large_mean ? normal() : 2.f * normal() + 0.5f;
-          pwpool.row(i)[c] = uniform(0.5f, 1.5f);
-        }
-      for (int64_t c = 0; c < C; ++c) {
-        pb[c] = large_mean ? 1e4f + uniform(-0.5f, 0.5f) : uniform(-1.f, 1.f);
-        g[c] = uniform(0.5f, 1.5f);
-        b[c] = uniform(-1.f, 1.f);
-      }
-      // Float64 copies of the pools (informational accuracy of the large-mean case).
-      std::vector<double> y64(kLnPool * C), pw64(kLnPool * C), pb64(pb.data(), pb.data() + C),
-          g64(g.data(), g.data() + C), b64(b.data(), b.data() + C);
-      for (int64_t i = 0; i < kLnPool; ++i)
-        for (int64_t c = 0; c < C; ++c) {
-          y64[i * C + c] = ypool.row(i)[c];
-          pw64[i * C + c] = pwpool.row(i)[c];
-        }
-      for (int64_t rows : kLnRowCounts) {
-        std::vector<const float*> yp(rows), pwp(rows);
-        std::vector<const double*> yp64(rows), pwp64(rows);
-        std::vector<double> zmax(rows, 0.0), zvar(rows);  // per token, of z in float64
-        for (int64_t t = 0; t < rows; ++t) {
-          const int64_t iy = (7 * t + rows) % kLnPool, ip = (5 * t + 3 * rows + 1) % kLnPool;
-          yp[t] = ypool.row(iy);
-          pwp[t] = pwpool.row(ip);
-          yp64[t] = y64.data() + iy * C;
-          pwp64[t] = pw64.data() + ip * C;
-          double zsum = 0, zsq = 0;
-          for (int64_t c = 0; c < C; ++c) {
-            const double z = double(yp[t][c]) * pwp[t][c] + pb[c];
-            zmax[t] = std::max(zmax[t], std::fabs(z));
-            zsum += z;
-          }
-          for (int64_t c = 0; c < C; ++c) {
-            const double d = double(yp[t][c]) * pwp[t][c] + pb[c] - zsum / C;
-            zsq += d * d;
-          }
-          zvar[t] = zsq / C;
-        }
-        for (float eps : {1e-5f, 1e-6f}) {
-          // Per token: cond / |g[c]| of the tolerance rule (see the top of this file).
-          std::vector<double> cond(rows);
-          for (int64_t t = 0; t < rows; ++t)
-            cond[t] = 4.0 * 1.1920929e-7 * (2.0 + std::sqrt(double(C))) * zmax[t] /
-                      std::sqrt(zvar[t] + eps);
-          std::vector<float> want(rows * C);
-          ref.prop_layernorm_rows(rows, C, yp.data(), pwp.data(), pb.data(), g.data(), b.data(),
-                                  eps, want.data());
-          std::vector<double> want64(rows * C);
-          if (large_mean) {
-            ref64.prop_layernorm_rows(rows, C, yp64.data(), pwp64.data(), pb64.data(), g64.data(),
-                                      b64.data(), double(eps), want64.data());
-            for (int64_t i = 0; i < rows * C; ++i)
-              g_scalar_ln_err64 = std::max(g_scalar_ln_err64, std::fabs(want[i] - want64[i]));
-          }
+  const int64_t Rs[] = {1, 2, 3, 4, 5, 9, 16, 17, 64};
+  const int64_t Ms[] = {1, 2, 3, 4, 5, 7, 8, 9, 17};
+  int64_t idx = 0;
+  for (int64_t C : rstd_channels())
+    for (int64_t R : Rs) {
+      Guarded pwt(C * R), pb(C);
+      for (int large_mean = 0; large_mean < 2; ++large_mean) {
+        for (int64_t i = 0; i < C * R; ++i) pwt[i] = uniform(0.5f, 1.5f);
+        for (int64_t c = 0; c < C; ++c)
+          pb[c] = large_mean ? 1e4f + uniform(-0.5f, 0.5f) : uniform(-1.f, 1.f);
+        const std::vector<double> pwt64(pwt.data(), pwt.data() + C * R),
+            pb64(pb.data(), pb.data() + C);
+        for (int64_t M : Ms) {
+          ++idx;
+          const int64_t ldy = C + (idx % 3 == 0 ? 0 : idx % 3 == 1 ? 1 : 13);
+          const float eps = idx % 2 ? 1e-5f : 1e-6f;
+          Guarded y((M - 1) * ldy + C);
+          y.fill(canary());
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t c = 0; c < C; ++c)
+              y[m * ldy + c] = large_mean ? normal() : 2.f * normal() + 0.5f;
+          std::vector<float> want(M * R);
+          ref.prop_rstd(M, R, C, y.data(), ldy, pwt.data(), pb.data(), eps, want.data());
+          // Float64 statistics of the same inputs: rstd64 = 1 / sqrt(var + eps), and max|z|.
+          const std::vector<double> y64(y.data(), y.data() + y.size());
+          std::vector<double> want64(M * R), zmax(M * R, 0.0);
+          ref64.prop_rstd(M, R, C, y64.data(), ldy, pwt64.data(), pb64.data(), double(eps),
+                          want64.data());
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t d = 0; d < R; ++d)
+              for (int64_t c = 0; c < C; ++c) {
+                const double z = y64[m * ldy + c] * pwt64[c * R + d] + pb64[c];
+                zmax[m * R + d] = std::max(zmax[m * R + d], std::fabs(z));
+              }
+          const bool info = large_mean && C >= kInfoMinC;
+          if (info)
+            for (int64_t i = 0; i < M * R; ++i)
+              g_scalar_rstd_err64 =
+                  std::max(g_scalar_rstd_err64, std::fabs(want[i] - want64[i]) / want64[i]);
           for (size_t t = 0; t < isas.size(); ++t) {
             Tally& tally = tallies[t];
             ++tally.cases;
-            Guarded obuf(kPrefix + rows * C);
-            obuf.fill(canary());
-            float* out = obuf.data() + kPrefix;
-            CURRENT("%s prop_layernorm_rows rows=%ld C=%ld", isas[t]->name, long(rows), long(C));
-            isas[t]->prop_layernorm_rows(rows, C, yp.data(), pwp.data(), pb.data(), g.data(),
-                                         b.data(), eps, out);
+            Guarded rbuf(kPrefix + M * R);
+            rbuf.fill(canary());
+            float* rstd = rbuf.data() + kPrefix;
+            CURRENT("%s prop_rstd M=%ld R=%ld C=%ld ldy=%ld large_mean=%d", isas[t]->name,
+                    long(M), long(R), long(C), long(ldy), large_mean);
+            isas[t]->prop_rstd(M, R, C, y.data(), ldy, pwt.data(), pb.data(), eps, rstd);
             bool bad = false;
             for (int64_t i = 0; i < kPrefix && !bad; ++i)
-              if (!is_canary(obuf[i])) {
-                fail(tally, "prop_layernorm_rows rows=%ld C=%ld: wrote before out", long(rows),
-                     long(C));
+              if (!is_canary(rbuf[i])) {
+                fail(tally, "prop_rstd M=%ld R=%ld C=%ld ldy=%ld: wrote before rstd", long(M),
+                     long(R), long(C), long(ldy));
                 bad = true;
               }
-            for (int64_t i = 0; i < rows * C && !bad; ++i) {
-              const int64_t tok = i / C, c = i % C;
-              const double err = std::fabs(double(out[i]) - want[i]);
-              const double tol = 1e-4 * (1.0 + std::fabs(want[i])) + cond[tok] * std::fabs(g[c]);
+            for (int64_t i = 0; i < M * R && !bad; ++i) {
+              // Relative: 1e-4, plus the float rounding of z (magnitude max|z|) relative to its
+              // spread, which scalar and SIMD incur differently (see the top of this file).
+              const double cond = 8.0 * kEpsF32 * (2.0 + std::sqrt(double(C))) * zmax[i] *
+                                  want64[i];
+              const double err = std::fabs(double(rstd[i]) - want[i]);
+              const double tol = (1e-4 + cond) * std::fabs(double(want[i]));
               if (!(err <= tol)) {
-                fail(tally, "prop_layernorm_rows rows=%ld C=%ld large_mean=%d eps=%g: out[%ld, "
-                     "%ld] = %.9g, scalar %.9g (tol %.3g)", long(rows), long(C), large_mean, eps,
-                     long(tok), long(c), out[i], want[i], tol);
+                fail(tally, "prop_rstd M=%ld R=%ld C=%ld ldy=%ld large_mean=%d eps=%g: "
+                     "rstd[%ld, %ld] = %.9g, scalar %.9g (float64 %.9g, tol %.3g)", long(M),
+                     long(R), long(C), long(ldy), large_mean, eps, long(i / R), long(i % R),
+                     rstd[i], want[i], want64[i], tol);
                 bad = true;
               }
-              tally.ln_worst = std::max(tally.ln_worst, err / tol);
-              tally.ln_err[large_mean] = std::max(tally.ln_err[large_mean], err);
-              if (large_mean)
-                tally.ln_err64 = std::max(tally.ln_err64, std::fabs(out[i] - want64[i]));
+              tally.rstd_worst = std::max(tally.rstd_worst, err / tol);
+              if (!large_mean || info)
+                tally.rstd_err[large_mean] =
+                    std::max(tally.rstd_err[large_mean], err / std::fabs(double(want[i])));
+              if (info)
+                tally.rstd_err64 =
+                    std::max(tally.rstd_err64, std::fabs(rstd[i] - want64[i]) / want64[i]);
             }
           }
         }
       }
     }
-  }
+}
+
+// ------------------------------------------------------------------------------------------
+// scale_rows
+
+// rows 1..20 x C in 1..70, 96, 144, 240, 384: src [rows, C], scale [rows], e [C] end at guard
+// pages; each dst row is its own guarded row (canary prefix, then C floats ending at a guard
+// page), about a third of them null (their rows must stay canary).
+// |o - o_ref| <= 1e-6 (1 + |o_ref|) + 2^-23 |scale src| (FMA vs mul + add: the rounding of the
+// product).
+void test_scale_rows(const std::vector<const UK*>& isas, std::vector<Tally>& tallies) {
+  const UK& ref = edgevit::cpu::scalar_ukernels<float>();
+  constexpr int64_t kPrefix = 16;
+  std::vector<int64_t> Cs;
+  for (int64_t C = 1; C <= 70; ++C) Cs.push_back(C);
+  for (int64_t C : {96, 144, 240, 384}) Cs.push_back(C);
+  for (int64_t rows = 1; rows <= 20; ++rows)
+    for (int64_t C : Cs) {
+      Guarded src(rows * C), scale(rows), e(C);
+      for (int64_t i = 0; i < rows * C; ++i) src[i] = 2.f * normal();
+      for (int64_t t = 0; t < rows; ++t) scale[t] = uniform(0.2f, 5.f);
+      for (int64_t c = 0; c < C; ++c) e[c] = normal();
+      std::vector<bool> null_row(rows);
+      for (int64_t t = 0; t < rows; ++t) null_row[t] = (t + C + rows) % 3 == 2;
+      std::vector<float> want(rows * C, 0.f);
+      std::vector<float*> want_dst(rows);
+      for (int64_t t = 0; t < rows; ++t) want_dst[t] = null_row[t] ? nullptr : &want[t * C];
+      ref.scale_rows(rows, C, src.data(), scale.data(), e.data(), want_dst.data());
+      for (size_t t = 0; t < isas.size(); ++t) {
+        Tally& tally = tallies[t];
+        ++tally.cases;
+        GuardedRows out(rows, kPrefix + C);
+        std::vector<float*> dst(rows);
+        for (int64_t r = 0; r < rows; ++r) {
+          std::fill(out.row(r), out.row(r) + kPrefix + C, canary());
+          dst[r] = null_row[r] ? nullptr : out.row(r) + kPrefix;
+        }
+        CURRENT("%s scale_rows rows=%ld C=%ld", isas[t]->name, long(rows), long(C));
+        isas[t]->scale_rows(rows, C, src.data(), scale.data(), e.data(), dst.data());
+        bool bad = false;
+        for (int64_t r = 0; r < rows && !bad; ++r)
+          for (int64_t i = 0; i < kPrefix + C && !bad; ++i) {
+            const float got = out.row(r)[i];
+            const int64_t c = i - kPrefix;
+            if (c < 0 || null_row[r]) {
+              if (!is_canary(got)) {
+                fail(tally, "scale_rows rows=%ld C=%ld: wrote %s row %ld at column %ld",
+                     long(rows), long(C), null_row[r] ? "the null" : "before", long(r), long(c));
+                bad = true;
+              }
+              continue;
+            }
+            const double w = want[r * C + c];
+            const double err = std::fabs(double(got) - w);
+            const double tol = 1e-6 * (1.0 + std::fabs(w)) +
+                               kEpsF32 * std::fabs(double(scale[r]) * src[r * C + c]);
+            if (!(err <= tol)) {
+              fail(tally, "scale_rows rows=%ld C=%ld: dst[%ld][%ld] = %.9g, scalar %.9g",
+                   long(rows), long(C), long(r), long(c), got, w);
+              bad = true;
+            }
+            tally.scale_worst = std::max(tally.scale_worst, err / tol);
+          }
+      }
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -599,54 +684,13 @@ void one_by_one_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) 
   for (int64_t i = 0; i < n; ++i) fn(i, i + 1);
 }
 
-std::vector<float> run_fused(const UK& uk, const OpShape& s, const std::vector<float>& x,
-                             const std::vector<float>& qkv_w, const std::vector<float>& qkv_b,
-                             const std::vector<float>& prop_w, const std::vector<float>& prop_b,
-                             const std::vector<float>& norm_w, const std::vector<float>& norm_b,
-                             const std::vector<float>& proj_w, const std::vector<float>& proj_b,
-                             bool one_by_one) {
-  const int64_t C = s.C, N = s.H * s.W;
-  Guarded out(s.B * N * C);
-  out.fill(canary());
-  std::vector<float> ws(
-      edgevit::cpu::lgl_workspace_size(s.B, s.H, s.W, C, s.heads, s.r, uk.nr));
-  LglArgs<float> a{};
-  a.B = s.B; a.H = s.H; a.W = s.W; a.C = C; a.num_heads = s.heads; a.r = s.r;
-  a.scale = 1.0f / std::sqrt(float(C / s.heads));
-  a.eps = 1e-5f;
-  a.x = x.data();
-  if (s.channels_first) {  // x stored [B, C, N], viewed as [B, N, C]
-    a.x_sb = N * C; a.x_sn = 1; a.x_sc = N;
-  } else {
-    a.x_sb = N * C; a.x_sn = C; a.x_sc = 1;
-  }
-  a.qkv_w = qkv_w.data();
-  a.qkv_b = s.bias ? qkv_b.data() : nullptr;
-  a.prop_w = s.r > 1 ? prop_w.data() : nullptr;
-  a.prop_b = s.r > 1 ? prop_b.data() : nullptr;
-  a.norm_w = s.r > 1 ? norm_w.data() : nullptr;
-  a.norm_b = s.r > 1 ? norm_b.data() : nullptr;
-  a.proj_w = proj_w.data();
-  a.proj_b = s.bias ? proj_b.data() : nullptr;
-  a.out = out.data();
-  edgevit::cpu::lgl_fused_forward<float>(a, uk, ws.data(),
-                                         one_by_one ? one_by_one_for : serial_for);
-  return std::vector<float>(out.data(), out.data() + out.size());
-}
-
-void test_fused(const std::vector<const UK*>& isas, std::vector<Tally>& tallies) {
-  const OpShape shapes[] = {
-      {1, 7, 7, 36, 1, 1, true, false},     {2, 9, 11, 48, 2, 2, true, false},
-      {1, 13, 10, 72, 2, 3, false, false},  {1, 28, 28, 36, 1, 4, true, false},
-      {1, 14, 14, 144, 4, 2, true, true},   {1, 7, 7, 288, 8, 1, true, false},
-      {2, 17, 23, 96, 2, 4, true, false},   {1, 30, 30, 36, 1, 4, false, true},
-  };
-  const UK& ref = edgevit::cpu::scalar_ukernels<float>();
-  int variant = 0;
-  for (const OpShape& s : shapes) {
+// The inputs of one op: x and the weights, random, at about the scales of a trained model.
+struct OpData {
+  std::vector<float> x, qkv_w, qkv_b, prop_w, prop_b, norm_w, norm_b, proj_w, proj_b;
+  explicit OpData(const OpShape& s) {
     const int64_t C = s.C, N = s.H * s.W, rr = s.r * s.r;
-    std::vector<float> x(s.B * N * C), qkv_w(3 * C * C), qkv_b(3 * C), prop_w(rr * C),
-        prop_b(C), norm_w(C), norm_b(C), proj_w(C * C), proj_b(C);
+    x.resize(s.B * N * C); qkv_w.resize(3 * C * C); qkv_b.resize(3 * C); prop_w.resize(rr * C);
+    prop_b.resize(C); norm_w.resize(C); norm_b.resize(C); proj_w.resize(C * C); proj_b.resize(C);
     const float ws = 1.0f / std::sqrt(float(C));
     for (float& v : x) v = normal();
     for (float& v : qkv_w) v = ws * normal();
@@ -657,16 +701,73 @@ void test_fused(const std::vector<const UK*>& isas, std::vector<Tally>& tallies)
     for (float& v : norm_b) v = 0.1f * normal();
     for (float& v : proj_w) v = ws * normal();
     for (float& v : proj_b) v = 0.1f * normal();
+  }
+};
+
+LglArgs<float> op_args(const OpShape& s, const OpData& d, float* out) {
+  const int64_t C = s.C, N = s.H * s.W;
+  LglArgs<float> a{};
+  a.B = s.B; a.H = s.H; a.W = s.W; a.C = C; a.num_heads = s.heads; a.r = s.r;
+  a.scale = 1.0f / std::sqrt(float(C / s.heads));
+  a.eps = 1e-5f;
+  a.x = d.x.data();
+  if (s.channels_first) {  // x stored [B, C, N], viewed as [B, N, C]
+    a.x_sb = N * C; a.x_sn = 1; a.x_sc = N;
+  } else {
+    a.x_sb = N * C; a.x_sn = C; a.x_sc = 1;
+  }
+  a.qkv_w = d.qkv_w.data();
+  a.qkv_b = s.bias ? d.qkv_b.data() : nullptr;
+  a.prop_w = s.r > 1 ? d.prop_w.data() : nullptr;
+  a.prop_b = s.r > 1 ? d.prop_b.data() : nullptr;
+  a.norm_w = s.r > 1 ? d.norm_w.data() : nullptr;
+  a.norm_b = s.r > 1 ? d.norm_b.data() : nullptr;
+  a.proj_w = d.proj_w.data();
+  a.proj_b = s.bias ? d.proj_b.data() : nullptr;
+  a.out = out;
+  return a;
+}
+
+// Phase 0 (lgl_prepare_weights) then phases 1-3 (lgl_fused_forward) with table uk, both through
+// the same ParallelFor; the prepared weights and the workspace end at guard pages.
+std::vector<float> run_fused(const UK& uk, const OpShape& s, const OpData& d, bool one_by_one) {
+  const int64_t C = s.C, N = s.H * s.W;
+  Guarded out(s.B * N * C);
+  out.fill(canary());
+  Guarded weights(edgevit::cpu::lgl_weights_size(C, s.r, uk.nr));
+  weights.fill(canary());
+  Guarded ws(edgevit::cpu::lgl_workspace_size(s.B, s.H, s.W, C, s.heads, s.r, uk.nr));
+  ws.fill(canary());
+  const LglArgs<float> a = op_args(s, d, out.data());
+  const edgevit::cpu::ParallelFor pf = one_by_one ? one_by_one_for : serial_for;
+  edgevit::cpu::lgl_prepare_weights<float>(a, uk, weights.data(), pf);
+  edgevit::cpu::lgl_fused_forward<float>(a, uk, weights.data(), ws.data(), pf);
+  return std::vector<float>(out.data(), out.data() + out.size());
+}
+
+void test_fused(const std::vector<const UK*>& isas, std::vector<Tally>& tallies) {
+  const OpShape shapes[] = {
+      {1, 7, 7, 36, 1, 1, true, false},     {2, 9, 11, 48, 2, 2, true, false},
+      {1, 13, 10, 72, 2, 3, false, false},  {1, 28, 28, 36, 1, 4, true, false},
+      {1, 14, 14, 144, 4, 2, true, true},   {1, 7, 7, 288, 8, 1, true, false},
+      {2, 17, 23, 96, 2, 4, true, false},   {1, 30, 30, 36, 1, 4, false, true},
+      {1, 9, 11, 40, 2, 2, true, false},    {1, 20, 19, 48, 2, 8, true, false},
+  };
+  const UK& ref = edgevit::cpu::scalar_ukernels<float>();
+  int variant = 0;
+  for (const OpShape& s : shapes) {
+    const int64_t C = s.C;
+    const OpData d(s);
     const bool one_by_one = variant++ % 2 == 1;
-    const std::vector<float> want = run_fused(ref, s, x, qkv_w, qkv_b, prop_w, prop_b, norm_w,
-                                              norm_b, proj_w, proj_b, false);
+    CURRENT("scalar lgl_fused_forward B=%ld H=%ld W=%ld C=%ld heads=%ld r=%ld", long(s.B),
+            long(s.H), long(s.W), long(C), long(s.heads), long(s.r));
+    const std::vector<float> want = run_fused(ref, s, d, false);
     for (size_t t = 0; t < isas.size(); ++t) {
       Tally& tally = tallies[t];
       ++tally.cases;
       CURRENT("%s lgl_fused_forward B=%ld H=%ld W=%ld C=%ld heads=%ld r=%ld", isas[t]->name,
               long(s.B), long(s.H), long(s.W), long(C), long(s.heads), long(s.r));
-      const std::vector<float> got = run_fused(*isas[t], s, x, qkv_w, qkv_b, prop_w, prop_b,
-                                               norm_w, norm_b, proj_w, proj_b, one_by_one);
+      const std::vector<float> got = run_fused(*isas[t], s, d, one_by_one);
       for (size_t i = 0; i < got.size(); ++i) {
         const double err = std::fabs(double(got[i]) - want[i]);
         const double tol = 1e-4 * (1.0 + std::fabs(want[i]));
@@ -737,7 +838,8 @@ void bench(const std::vector<const UK*>& isas) {
     }
     std::printf("\n");
   }
-  // Packing W^T (phase 0 of the driver, every call): pack_weight_t vs the generic pack_b.
+  // Packing W^T (phase 0 of the driver, lgl_prepare_weights): pack_weight_t vs the generic
+  // pack_b.
   std::printf("pack W^T [N x K], ns per element: pack_weight_t (pack_b)\n");
   const Shape packs[] = {{0, 108, 36}, {0, 864, 288}, {0, 1152, 384}};
   for (const Shape& s : packs) {
@@ -762,43 +864,56 @@ void bench(const std::vector<const UK*>& isas) {
     }
     std::printf("\n");
   }
-  // Propagate + LayerNorm (phase 3 of the driver, r > 1): one block of 64 output tokens as the
-  // driver gathers it at EdgeViT stage 1 (W = 56, r = 4: token t reads sampled row
-  // (t / 56 / 4) * 14 + t % 56 / 4 and offset row (t / 56 % 4) * 4 + t % 4), in one call and in
-  // 64 calls of one row each (what the per-token kernel cost, plus the indirection).
-  std::printf("prop_layernorm_rows, ns per token: 64 rows per call (64 calls of 1 row)\n");
-  for (int64_t C : {36, 72, 144, 240}) {
-    constexpr int64_t kRows = 64;
-    std::printf("%4s  C = %4ld  ", "", long(C));
-    std::vector<float> y(14 * 14 * C), pw(16 * C), pb(C), g(C), b(C), out(kRows * C);
-    for (float& v : y) v = normal();
-    for (float& v : pw) v = uniform(-1.f, 1.f);
-    for (float& v : pb) v = 0.1f * normal();
-    for (float& v : g) v = uniform(0.5f, 1.5f);
-    for (float& v : b) v = 0.1f * normal();
-    std::vector<const float*> yp(kRows), pwp(kRows);
-    for (int64_t t = 0; t < kRows; ++t) {
-      const int64_t yy = t / 56, xx = t % 56;
-      yp[t] = y.data() + (yy / 4 * 14 + xx / 4) * C;
-      pwp[t] = pw.data() + (yy % 4 * 4 + xx % 4) * C;
-    }
-    for (const UK* uk : isas) {
-      double t_ln[2];
-      for (int which = 0; which < 2; ++which) {
-        auto run = [&] {
-          if (which == 0) {
-            uk->prop_layernorm_rows(kRows, C, yp.data(), pwp.data(), pb.data(), g.data(),
-                                    b.data(), 1e-5f, out.data());
-          } else {
-            for (int64_t t = 0; t < kRows; ++t)
-              uk->prop_layernorm_rows(1, C, yp.data() + t, pwp.data() + t, pb.data(), g.data(),
-                                      b.data(), 1e-5f, out.data() + t * C);
-          }
-        };
-        const double best = best_seconds(run, 31);
-        t_ln[which] = best * 1e9 / double(kRows);
+  // LayerNorm statistics of the propagated tokens (phase 3 of the driver, r > 1): one call per
+  // block of 8 sampled tokens, as the driver makes it (y rows contiguous, ldy = C), R offsets
+  // each; time per (token, offset) pair.
+  std::printf("prop_rstd, ns per token-offset (M = 8 sampled tokens x R offsets per call)\n");
+  for (int64_t R : {16, 4})
+    for (int64_t C : {36, 48, 72, 96, 144, 240}) {
+      constexpr int64_t kM = 8;
+      std::printf("  R = %2ld  C = %4ld  ", long(R), long(C));
+      std::vector<float> y(kM * C), pwt(C * R), pb(C), rstd(kM * R);
+      for (float& v : y) v = normal();
+      for (float& v : pwt) v = uniform(-1.f, 1.f);
+      for (float& v : pb) v = 0.1f * normal();
+      for (const UK* uk : isas) {
+        const double best = best_seconds(
+            [&] {
+              uk->prop_rstd(kM, R, C, y.data(), C, pwt.data(), pb.data(), 1e-5f, rstd.data());
+            },
+            31);
+        std::printf("  %s %6.2f", uk->name, best * 1e9 / double(kM * R));
       }
-      std::printf("  %s %5.1f (%5.1f)", uk->name, t_ln[0], t_ln[1]);
+      std::printf("\n");
+    }
+  // The driver on the 8 EdgeViT stage shapes (B = 1), one thread (serial ParallelFor): phase 0
+  // (lgl_prepare_weights, cacheable) and phases 1-3 (lgl_fused_forward).
+  std::printf("lgl_prepare_weights (lgl_fused_forward), microseconds; B = 1, one thread\n");
+  const OpShape stages[] = {
+      {1, 56, 56, 36, 1, 4, true, false},  {1, 28, 28, 72, 2, 2, true, false},
+      {1, 14, 14, 144, 4, 2, true, false}, {1, 7, 7, 288, 8, 1, true, false},
+      {1, 56, 56, 48, 1, 4, true, false},  {1, 28, 28, 96, 2, 2, true, false},
+      {1, 14, 14, 240, 5, 2, true, false}, {1, 7, 7, 384, 8, 1, true, false},
+  };
+  for (const OpShape& s : stages) {
+    std::printf("  %2ldx%2ld C=%3ld h=%ld r=%ld", long(s.H), long(s.W), long(s.C), long(s.heads),
+                long(s.r));
+    const OpData d(s);
+    std::vector<float> out(s.B * s.H * s.W * s.C);
+    const LglArgs<float> a = op_args(s, d, out.data());
+    for (const UK* uk : isas) {
+      std::vector<float> weights(edgevit::cpu::lgl_weights_size(s.C, s.r, uk->nr)),
+          ws(edgevit::cpu::lgl_workspace_size(s.B, s.H, s.W, s.C, s.heads, s.r, uk->nr));
+      const double t_prep = best_seconds(
+          [&] { edgevit::cpu::lgl_prepare_weights<float>(a, *uk, weights.data(), serial_for); },
+          15);
+      const double t_fwd = best_seconds(
+          [&] {
+            edgevit::cpu::lgl_fused_forward<float>(a, *uk, weights.data(), ws.data(),
+                                                   serial_for);
+          },
+          15);
+      std::printf("  %s %7.1f (%7.1f)", uk->name, t_prep * 1e6, t_fwd * 1e6);
     }
     std::printf("\n");
   }
@@ -866,16 +981,18 @@ int main(int argc, char** argv) {
   }
   std::printf("  scalar (std::exp) exp error: %.2f ulp\n",
               exp_ulp_error(edgevit::cpu::scalar_ukernels<float>()));
-  test_layernorm(isas, tallies);
+  test_prop_rstd(isas, tallies);
+  test_scale_rows(isas, tallies);
   test_fused(isas, tallies);
   bool ok = true;
   for (size_t t = 0; t < isas.size(); ++t) {
     const Tally& tl = tallies[t];
-    std::printf("  %s worst err/tol: gemm %.3f softmax %.3f layernorm %.3f fused %.3f; softmax "
-                "max rel err vs float64 %.2g; exp error %.2f ulp; layernorm max abs err %.2g "
-                "(mean 1e4: %.2g; vs float64: %.2g, scalar's %.2g)\n", tl.isa, tl.gemm_worst,
-                tl.softmax_worst, tl.ln_worst, tl.fused_worst, softmax_rel[t], tl.exp_ulp,
-                tl.ln_err[0], tl.ln_err[1], tl.ln_err64, g_scalar_ln_err64);
+    std::printf("  %s worst err/tol: gemm %.3f softmax %.3f prop_rstd %.3f scale_rows %.3f "
+                "fused %.3f; softmax max rel err vs float64 %.2g; exp error %.2f ulp; prop_rstd "
+                "max rel err %.2g (mean 1e4, C >= %ld: %.2g; vs float64: %.2g, scalar's %.2g)\n",
+                tl.isa, tl.gemm_worst, tl.softmax_worst, tl.rstd_worst, tl.scale_worst,
+                tl.fused_worst, softmax_rel[t], tl.exp_ulp, tl.rstd_err[0], long(kInfoMinC),
+                tl.rstd_err[1], tl.rstd_err64, g_scalar_rstd_err64);
   }
   for (const Tally& tl : tallies) {
     if (tl.failures) {
