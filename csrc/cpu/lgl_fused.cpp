@@ -25,8 +25,7 @@ struct Blocks {
 constexpr int64_t kMaxRows = 64;     // rows of one gemm task (A rows / query rows / tokens)
 constexpr int64_t kMaxPanels = 6;    // packed-B panels of one column block (the AVX-512 gemm
                                      // tiles 3 panels at a time)
-constexpr int64_t kOutRows = 8;      // sampled tokens of one folded-output task (r > 1): each
-                                     // brings R * C gemm columns
+constexpr int64_t kOutRows = 32;     // sampled tokens of one folded-output task (r > 1)
 
 // Rows [0, N) of a row-major [N, K] weight (row stride K) as W^T in packed panels at dst.
 template <typename T>
@@ -41,17 +40,33 @@ void pack_weight_t(const LglUKernels<T>& uk, const T* w, int64_t N, int64_t K, T
 
 // Where each buffer lives in the workspace (offsets in elements).
 struct Layout {
-  int64_t qkv, y, total;
+  int64_t qkv, y, rstd, total;
   int64_t kt_size, v_size;  // one (batch, head)'s packed k^T / v (per-thread tiles)
-  Layout(int64_t B, int64_t n, int64_t C, int64_t heads, int64_t nr) {
+  Layout(int64_t B, int64_t n, int64_t C, int64_t heads, int64_t r, int64_t nr) {
     const int64_t d = C / heads;
     kt_size = packed_b_size(d, n, nr);
     v_size = packed_b_size(n, d, nr);
-    qkv = 0;                  // [B, n, 3C]
-    y = qkv + B * n * 3 * C;  // [B, n, C]
-    total = y + B * n * C;
+    qkv = 0;                                      // [B, n, 3C]
+    y = qkv + B * n * 3 * C;                      // [B, n, C]
+    rstd = y + B * n * C;                         // [B, n, r*r] (r > 1)
+    total = rstd + (r > 1 ? B * n * r * r : 0);
   }
 };
+
+// Offsets of one folded-output task (r > 1): a multiple of q = nr / gcd(C, nr) offsets, so that
+// each group starts on a packed panel of Wf, and at least ~3 panels of columns.
+int64_t offset_group(int64_t C, int64_t R, int64_t nr) {
+  int64_t g = nr, c = C;
+  while (c != 0) {  // g = gcd(C, nr)
+    const int64_t t = g % c;
+    g = c;
+    c = t;
+  }
+  const int64_t q = nr / g;
+  int64_t dg = q;
+  while (dg * C < 3 * nr && dg + q <= R) dg += q;
+  return std::min(dg, R);
+}
 
 // Where each prepared weight lives in the weights buffer (offsets in elements):
 //   qkv_wp  qkv_weight^T packed, [C, 3C]
@@ -166,7 +181,7 @@ void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weigh
 
 int64_t lgl_workspace_size(int64_t B, int64_t H, int64_t W, int64_t C, int64_t num_heads,
                            int64_t r, int64_t nr) {
-  return Layout(B, ceil_div(H, r) * ceil_div(W, r), C, num_heads, nr).total;
+  return Layout(B, ceil_div(H, r) * ceil_div(W, r), C, num_heads, r, nr).total;
 }
 
 template <typename T>
@@ -175,7 +190,7 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
   const int64_t B = a.B, H = a.H, W = a.W, C = a.C, r = a.r, nr = uk.nr;
   const int64_t h = ceil_div(H, r), w = ceil_div(W, r), n = h * w, N = H * W;
   const int64_t heads = a.num_heads, d = C / heads, R = r * r;
-  const Layout L(B, n, C, heads, nr);
+  const Layout L(B, n, C, heads, r, nr);
   const WeightsLayout WL(C, r, nr);
   T* qkv = workspace + L.qkv;
   T* y = workspace + L.y;
@@ -233,30 +248,43 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
 
   // 3. propagate + LayerNorm + projection, straight into the output.
   if (r > 1) {
-    // Folded (lgl_fused.h): per (batch, block of sampled tokens m), the LayerNorm statistics of
-    // its R propagated tokens, one gemm y[m] * Wf -> [rows, R*C] (row m holds the R tokens of
-    // window m, C columns each), and the epilogue that scales each token's row by its rstd,
-    // adds e and stores it at the token's place (or drops it where the window is cropped).
-    const Blocks orows(n, n >= 128 ? kOutRows : kOutRows / 2);
-    parallel_for(B * orows.count, [&](int64_t begin, int64_t end) {
-      std::vector<T> acc(orows.size * R * C), rstd(orows.size * R);
-      std::vector<T*> dst(orows.size * R);
+    // Folded (lgl_fused.h). 3a: the LayerNorm statistics of every propagated token, per
+    // (batch, block of sampled tokens), offsets in vector lanes.
+    T* rstd = workspace + L.rstd;
+    const Blocks srows(n, kMaxRows);
+    parallel_for(B * srows.count, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / orows.count, ob = task % orows.count;
+        const int64_t b = task / srows.count, m0 = srows.begin(task % srows.count);
+        const int64_t rows = srows.len(task % srows.count, n);
+        uk.prop_rstd(rows, R, C, y + (b * n + m0) * C, C, pwt, out_b, a.eps,
+                     rstd + (b * n + m0) * R);
+      }
+    });
+    // 3b: per (group of offsets, batch, block of sampled tokens m): one gemm
+    // y[m] * Wf[:, offsets] -> [rows, dg*C] (row m holds window m's tokens at those offsets,
+    // C columns each), then the epilogue: each token's C columns times its rstd, plus e,
+    // stored at the token's place (dropped where the window is cropped).
+    const int64_t dg = offset_group(C, R, nr), groups = ceil_div(R, dg);
+    const Blocks orows(n, kOutRows);
+    parallel_for(groups * B * orows.count, [&](int64_t begin, int64_t end) {
+      std::vector<T> acc(orows.size * dg * C);
+      std::vector<T*> dst(dg);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t gi = task / (B * orows.count), br = task % (B * orows.count);
+        const int64_t b = br / orows.count, ob = br % orows.count;
         const int64_t m0 = orows.begin(ob), rows = orows.len(ob, n);
-        const T* ym = y + (b * n + m0) * C;
+        const int64_t d0 = gi * dg, nd = std::min(dg, R - d0);
+        uk.gemm(rows, nd * C, C, y + (b * n + m0) * C, C, out_wp + d0 * C * C, kb + d0 * C,
+                acc.data(), nd * C);
         for (int64_t m = 0; m < rows; ++m) {
           const int64_t i = (m0 + m) / w, j = (m0 + m) % w;
-          for (int64_t di = 0; di < r; ++di)
-            for (int64_t dj = 0; dj < r; ++dj) {
-              const int64_t yy = i * r + di, xx = j * r + dj;
-              dst[m * R + di * r + dj] =
-                  yy < H && xx < W ? a.out + (b * N + yy * W + xx) * C : nullptr;
-            }
+          for (int64_t t = 0; t < nd; ++t) {
+            const int64_t yy = i * r + (d0 + t) / r, xx = j * r + (d0 + t) % r;
+            dst[t] = yy < H && xx < W ? a.out + (b * N + yy * W + xx) * C : nullptr;
+          }
+          uk.scale_rows(nd, C, acc.data() + m * nd * C, rstd + (b * n + m0 + m) * R + d0, e,
+                        dst.data());
         }
-        uk.prop_rstd(rows, R, C, ym, C, pwt, out_b, a.eps, rstd.data());
-        uk.gemm(rows, R * C, C, ym, C, out_wp, kb, acc.data(), R * C);
-        uk.scale_rows(rows * R, C, acc.data(), rstd.data(), e, dst.data());
       }
     });
   } else {

@@ -3,6 +3,7 @@
 // tile over a packed-B panel, k ascending, bias first.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "lgl_fused_ukernels.h"
 
@@ -13,32 +14,83 @@ namespace {
 constexpr int64_t kMR = 4;
 constexpr int64_t kNR = 8;
 
+// C[0:MR, 0:nn) = bias + A[0:MR, 0:K) * panel. MR and kNR are compile-time, so the accumulator
+// tile stays in registers and the compiler turns each k step's MR x kNR multiply-adds into
+// vector code for the build's baseline ISA (SSE2 on x86-64, NEON on aarch64): plain C++, yet
+// 4x faster than a naive loop. GCC's loop vectoriser would instead vectorise the k loop badly
+// (6 GFLOP/s against 28 with straight-line vectorisation only, Ice Lake, MR = 4), so it is off
+// for this function.
+#if defined(__GNUC__) && !defined(__clang__)
+#define EDGEVIT_NO_LOOP_VECTORIZE __attribute__((optimize("no-tree-loop-vectorize")))
+#define EDGEVIT_NO_TRAPPING_MATH __attribute__((optimize("no-trapping-math")))
+#else
+#define EDGEVIT_NO_LOOP_VECTORIZE
+#define EDGEVIT_NO_TRAPPING_MATH
+#endif
+template <typename T, int64_t MR>
+EDGEVIT_NO_LOOP_VECTORIZE void tile_scalar(int64_t K, const T* A, int64_t lda, const T* panel, const T* bias, int64_t nn,
+                 T* C, int64_t ldc) {
+  T acc[MR][kNR];
+  for (int64_t i = 0; i < MR; ++i)
+    for (int64_t j = 0; j < kNR; ++j) acc[i][j] = (bias && j < nn) ? bias[j] : T(0);
+  for (int64_t k = 0; k < K; ++k) {
+    const T* b = panel + k * kNR;
+    for (int64_t i = 0; i < MR; ++i) {
+      const T a = A[i * lda + k];
+      for (int64_t j = 0; j < kNR; ++j) acc[i][j] += a * b[j];
+    }
+  }
+  for (int64_t i = 0; i < MR; ++i)
+    for (int64_t j = 0; j < nn; ++j) C[i * ldc + j] = acc[i][j];
+}
+
 template <typename T>
 void gemm_scalar(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* Bp,
                  const T* bias, T* C, int64_t ldc) {
+  using Tile = void (*)(int64_t, const T*, int64_t, const T*, const T*, int64_t, T*, int64_t);
+  static const Tile tiles[kMR + 1] = {nullptr, tile_scalar<T, 1>, tile_scalar<T, 2>,
+                                      tile_scalar<T, 3>, tile_scalar<T, 4>};
   for (int64_t n0 = 0; n0 < N; n0 += kNR) {
     const T* panel = Bp + (n0 / kNR) * K * kNR;
     const int64_t nn = std::min(kNR, N - n0);
     for (int64_t m0 = 0; m0 < M; m0 += kMR) {
-      const int64_t mm = std::min(kMR, M - m0);
-      T acc[kMR][kNR];
-      for (int64_t i = 0; i < kMR; ++i)
-        for (int64_t j = 0; j < kNR; ++j) acc[i][j] = (bias && j < nn) ? bias[n0 + j] : T(0);
-      for (int64_t k = 0; k < K; ++k) {
-        const T* b = panel + k * kNR;
-        for (int64_t i = 0; i < mm; ++i) {
-          const T a = A[(m0 + i) * lda + k];
-          for (int64_t j = 0; j < kNR; ++j) acc[i][j] += a * b[j];
-        }
-      }
-      for (int64_t i = 0; i < mm; ++i)
-        for (int64_t j = 0; j < nn; ++j) C[(m0 + i) * ldc + n0 + j] = acc[i][j];
+      tiles[std::min(kMR, M - m0)](K, A + m0 * lda, lda, panel, bias ? bias + n0 : nullptr, nn,
+                                   C + m0 * ldc + n0, ldc);
     }
   }
 }
 
+// exp for softmax. float: the SIMD kernels' algorithm (Cephes: x = n ln2 + r, degree-5
+// polynomial, 2^n as two exact power-of-two factors so denormal results and 0 are right; NaN
+// stays NaN; ~1 ulp), branch-free so the compiler vectorises the softmax loop; double: std::exp.
+// GCC if-converts the clamps (and so vectorises) only without -ftrapping-math, which changes no
+// result: it only lets a comparison of a NaN that cannot trap here run unconditionally.
+EDGEVIT_NO_TRAPPING_MATH inline float softmax_exp(float x) {
+  x = x < -104.0f ? -104.0f : x;  // exp(-104) rounds to 0 (NaN compares false: stays NaN)
+  x = x > 89.0f ? 89.0f : x;      // exp(89) overflows
+  // round(x log2 e) to nearest (even): adding and removing 1.5 * 2^23 (|x log2 e| < 2^22), a
+  // form the compiler keeps (no -ffast-math) and vectorises, unlike a libm call.
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * (r * r) + r + 1.0f;
+  const int32_t ni = int32_t(n), n1 = ni >> 1, n2 = ni - n1;  // NaN: garbage, times NaN y
+  float s1, s2;
+  const int32_t b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
+  std::memcpy(&s1, &b1, sizeof s1);
+  std::memcpy(&s2, &b2, sizeof s2);
+  return y * s1 * s2;
+}
+inline double softmax_exp(double x) { return std::exp(x); }
+
 template <typename T>
-void softmax_rows_scalar(int64_t M, int64_t N, T scale, T* S, int64_t ld) {
+EDGEVIT_NO_TRAPPING_MATH void softmax_rows_scalar(int64_t M, int64_t N, T scale, T* S, int64_t ld) {
   for (int64_t m = 0; m < M; ++m) {
     T* s = S + m * ld;
     T mx = -INFINITY;
@@ -47,15 +99,17 @@ void softmax_rows_scalar(int64_t M, int64_t N, T scale, T* S, int64_t ld) {
       mx = std::max(mx, s[j]);
     }
     // A row of -inf (or NaN) propagates NaN exactly as torch.softmax does.
+    for (int64_t j = 0; j < N; ++j) s[j] = softmax_exp(s[j] - mx);
     T sum = 0;
-    for (int64_t j = 0; j < N; ++j) {
-      s[j] = std::exp(s[j] - mx);
-      sum += s[j];
-    }
+    for (int64_t j = 0; j < N; ++j) sum += s[j];
     const T inv = T(1) / sum;
     for (int64_t j = 0; j < N; ++j) s[j] *= inv;
   }
 }
+
+// Offsets go in chunks of kRstdChunk: sums over channels c run for a whole chunk of offsets at
+// once (pwt row c is contiguous in d), a loop the compiler vectorises.
+constexpr int64_t kRstdChunk = 16;
 
 template <typename T>
 void prop_rstd_scalar(int64_t M, int64_t R, int64_t C, const T* y, int64_t ldy, const T* pwt,
@@ -63,16 +117,18 @@ void prop_rstd_scalar(int64_t M, int64_t R, int64_t C, const T* y, int64_t ldy, 
   if (C <= 0) return;
   for (int64_t m = 0; m < M; ++m) {
     const T* ym = y + m * ldy;
-    for (int64_t d = 0; d < R; ++d) {
-      T sum = 0;
-      for (int64_t c = 0; c < C; ++c) sum += ym[c] * pwt[c * R + d] + pb[c];
-      const T mean = sum / T(C);
-      T sq = 0;
-      for (int64_t c = 0; c < C; ++c) {
-        const T dev = ym[c] * pwt[c * R + d] + pb[c] - mean;
-        sq += dev * dev;
-      }
-      rstd[m * R + d] = T(1) / std::sqrt(sq / T(C) + eps);
+    for (int64_t d0 = 0; d0 < R; d0 += kRstdChunk) {
+      const int64_t nd = std::min(kRstdChunk, R - d0);
+      T sum[kRstdChunk] = {}, mean[kRstdChunk], sq[kRstdChunk] = {};
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t d = 0; d < nd; ++d) sum[d] += ym[c] * pwt[c * R + d0 + d] + pb[c];
+      for (int64_t d = 0; d < nd; ++d) mean[d] = sum[d] / T(C);
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t d = 0; d < nd; ++d) {
+          const T dev = ym[c] * pwt[c * R + d0 + d] + pb[c] - mean[d];
+          sq[d] += dev * dev;
+        }
+      for (int64_t d = 0; d < nd; ++d) rstd[m * R + d0 + d] = T(1) / std::sqrt(sq[d] / T(C) + eps);
     }
   }
 }
