@@ -235,8 +235,13 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
       const int64_t b = bh / heads, head = bh % heads;
       const T* base = qkv + b * n * 3 * C + head * d;
       if (packed != bh) {
-        pack_b(base + C, d, n, 1, 3 * C, nr, kt.data());     // k^T: (channel, token)
-        pack_b(base + 2 * C, n, d, 3 * C, 1, nr, v.data());  // v:   (token, channel)
+        // k^T (channel, token) is the transpose of k's rows: the ISA's in-register transpose.
+        if (uk.pack_weight_t) {
+          uk.pack_weight_t(base + C, n, d, 3 * C, 0, ceil_div(n, nr), kt.data());
+        } else {
+          pack_b(base + C, d, n, 1, 3 * C, nr, kt.data());
+        }
+        pack_b(base + 2 * C, n, d, 3 * C, 1, nr, v.data());  // v: (token, channel)
         packed = bh;
       }
       const int64_t q0 = arows.begin(qb), rows = arows.len(qb, n);

@@ -298,11 +298,66 @@ void softmax_rows_avx512(int64_t M, int64_t N, float scale, float* S, int64_t ld
 // loop), pass 2 sums (y * pw + (pb - mean))^2, the deviation formed by one FMA.
 constexpr int kRstdTokens = 4;
 
+// R = 4 (r = 2), where offsets in lanes would fill 4 of 16: lanes 4t + d hold 4 tokens t x 4
+// offsets d. A block of 16 tokens is transposed first (pack_weight_t: yT[c][t]), so token t's
+// y[c] reaches its 4 lanes with one permute of the row yT[c]; pwt row c is broadcast to the 4
+// lane groups. Four vectors (16 tokens) in flight, as in the general kernel. C <= kRstd4MaxC
+// (the transposed block lives on the stack).
+constexpr int64_t kRstd4MaxC = 512;
+
+void prop_rstd4_avx512(int64_t M, int64_t C, const float* y, int64_t ldy, const float* pwt,
+                       float pb_sum, const float* pb, float eps, float* rstd) {
+  alignas(64) float yT[kRstd4MaxC * 16];
+  const __m512 vC = _mm512_set1_ps(float(C)), veps = _mm512_set1_ps(eps);
+  const __m512 vpb_sum = _mm512_set1_ps(pb_sum), one = _mm512_set1_ps(1.0f);
+  __m512i idx[4];
+  for (int g = 0; g < 4; ++g)
+    idx[g] = _mm512_set_epi32(4 * g + 3, 4 * g + 3, 4 * g + 3, 4 * g + 3, 4 * g + 2, 4 * g + 2,
+                              4 * g + 2, 4 * g + 2, 4 * g + 1, 4 * g + 1, 4 * g + 1, 4 * g + 1,
+                              4 * g, 4 * g, 4 * g, 4 * g);
+  for (int64_t m0 = 0; m0 < M; m0 += 16) {
+    const int64_t nt = M - m0 < 16 ? M - m0 : 16;
+    pack_weight_t_avx512(y + m0 * ldy, nt, C, ldy, 0, 1, yT);  // yT[c*16 + t], zero for t >= nt
+    __m512 s[4], mean[4];
+    for (int g = 0; g < 4; ++g) s[g] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < C; ++c) {
+      const __m512 yc = _mm512_load_ps(yT + c * 16);
+      const __m512 wc = _mm512_broadcast_f32x4(_mm_loadu_ps(pwt + c * 4));
+      for (int g = 0; g < 4; ++g)
+        s[g] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx[g], yc), wc, s[g]);
+    }
+    for (int g = 0; g < 4; ++g) {
+      mean[g] = _mm512_div_ps(_mm512_add_ps(s[g], vpb_sum), vC);
+      s[g] = _mm512_setzero_ps();
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const __m512 yc = _mm512_load_ps(yT + c * 16);
+      const __m512 wc = _mm512_broadcast_f32x4(_mm_loadu_ps(pwt + c * 4));
+      const __m512 pbc = _mm512_set1_ps(pb[c]);
+      for (int g = 0; g < 4; ++g) {
+        const __m512 dev = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx[g], yc), wc,
+                                           _mm512_sub_ps(pbc, mean[g]));
+        s[g] = _mm512_fmadd_ps(dev, dev, s[g]);
+      }
+    }
+    for (int g = 0; g < 4 && 4 * g < nt; ++g) {
+      const int64_t left = nt - 4 * g < 4 ? nt - 4 * g : 4;  // tokens of this vector
+      const __m512 var = _mm512_add_ps(_mm512_div_ps(s[g], vC), veps);
+      _mm512_mask_storeu_ps(rstd + (m0 + 4 * g) * 4, tail_mask(4 * left),
+                            _mm512_div_ps(one, _mm512_sqrt_ps(var)));
+    }
+  }
+}
+
 void prop_rstd_avx512(int64_t M, int64_t R, int64_t C, const float* y, int64_t ldy,
                       const float* pwt, const float* pb, float eps, float* rstd) {
   if (M <= 0 || R <= 0 || C <= 0) return;
   float pb_sum = 0.0f;
   for (int64_t c = 0; c < C; ++c) pb_sum += pb[c];
+  if (R == 4 && C <= kRstd4MaxC) {
+    prop_rstd4_avx512(M, C, y, ldy, pwt, pb_sum, pb, eps, rstd);
+    return;
+  }
   const __m512 vC = _mm512_set1_ps(float(C)), veps = _mm512_set1_ps(eps);
   const __m512 vpb_sum = _mm512_set1_ps(pb_sum), one = _mm512_set1_ps(1.0f);
   for (int64_t m0 = 0; m0 < M; m0 += kRstdTokens) {

@@ -165,7 +165,11 @@ void pack_b(const T* src, int64_t K, int64_t N, int64_t sk, int64_t sn, int64_t 
     for (int64_t k = 0; k < K; ++k) {
       T* d = dst + (n0 / nr) * K * nr + k * nr;
       const T* s = src + k * sk + n0 * sn;
-      for (int64_t j = 0; j < nn; ++j) d[j] = s[j * sn];
+      if (sn == 1) {
+        std::copy(s, s + nn, d);  // rows of B contiguous: a plain copy
+      } else {
+        for (int64_t j = 0; j < nn; ++j) d[j] = s[j * sn];
+      }
       for (int64_t j = nn; j < nr; ++j) d[j] = T(0);
     }
   }

@@ -865,12 +865,12 @@ void bench(const std::vector<const UK*>& isas) {
     std::printf("\n");
   }
   // LayerNorm statistics of the propagated tokens (phase 3 of the driver, r > 1): one call per
-  // block of 8 sampled tokens, as the driver makes it (y rows contiguous, ldy = C), R offsets
+  // block of 64 sampled tokens, as the driver makes it (y rows contiguous, ldy = C), R offsets
   // each; time per (token, offset) pair.
-  std::printf("prop_rstd, ns per token-offset (M = 8 sampled tokens x R offsets per call)\n");
+  std::printf("prop_rstd, ns per token-offset (M = 64 sampled tokens (a driver task) x R offsets per call)\n");
   for (int64_t R : {16, 4})
     for (int64_t C : {36, 48, 72, 96, 144, 240}) {
-      constexpr int64_t kM = 8;
+      constexpr int64_t kM = 64;
       std::printf("  R = %2ld  C = %4ld  ", long(R), long(C));
       std::vector<float> y(kM * C), pwt(C * R), pb(C), rstd(kM * R);
       for (float& v : y) v = normal();
