@@ -36,13 +36,16 @@ def targets(info, eager, compile_, floor, fused):
     return ok
 
 
+OPS = ("lgl_fused", "prepared")  # the op, weights prepared per call / once
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("json")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = p.parse_args()
     data, rows = load(args.json)
-    first = next(iter(rows.values()))["info"]
+    first = next(r["info"] for r in rows.values() if r["info"]["contender"] != "scalar")
     mi = data.get("machine_info", {})
     lines = [
         "# lgl_fused on CPU: latency against eager, torch.compile and the dense floor",
@@ -53,41 +56,65 @@ def main():
         "(`benchmarks/test_bench_lgl_fused.py`, rendered by `benchmarks/render_cpu.py`).",
         "",
         "Times are medians in ms (IQR in brackets). *floor* = plain `torch.mm`/`torch.bmm` for the op's "
-        "four dense products only. GFLOP/s = dense FLOPs / median. XS and S share all stage shapes.",
+        "four dense products only. *lgl_fused* prepares (packs and folds) the weights on every call; "
+        "*prepared* = `lgl_fused_prepared` with weights prepared once by `lgl_prepare`, which is how "
+        "the fused model runs in eval mode. Speedups and GFLOP/s are given for both as "
+        "lgl_fused / prepared. GFLOP/s = dense FLOPs / median. XS and S share all stage shapes.",
         "",
-        "| stage | B | eager | compile | floor | lgl_fused | vs eager | vs compile | fused/floor | GFLOP/s fused (floor) | target |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| stage | B | eager | compile | floor | lgl_fused | prepared | vs eager | vs compile "
+        "| over floor | GFLOP/s (floor) | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     chart = []
-    worst = {"eager": None, "compile": None, "floor": None}
+    worst = {op: {"eager": None, "compile": None, "floor": None} for op in OPS}
+    scalar_rows = []
     for (stage, B), r in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         info = r["info"]
-        med = {c: r[c]["median"] * 1e3 for c in ("eager", "compile", "floor", "lgl_fused") if c in r}
+        med = {c: r[c]["median"] * 1e3 for c in ("eager", "compile", "floor") + OPS + ("scalar",) if c in r}
         iqr = {c: r[c]["iqr"] * 1e3 for c in med}
-        if len(med) < 4:
+        if not all(c in med for c in ("eager", "compile", "floor") + OPS):
             continue
-        f = med["lgl_fused"]
-        ve, vc, vf = med["eager"] / f, med["compile"] / f, f / med["floor"]
-        gf = info["flops"] / (f * 1e-3) / 1e9
+        ve = {op: med["eager"] / med[op] for op in OPS}
+        vc = {op: med["compile"] / med[op] for op in OPS}
+        vf = {op: med[op] / med["floor"] for op in OPS}
+        gf = {op: info["flops"] / (med[op] * 1e-3) / 1e9 for op in OPS}
         gfl = info["flops"] / (med["floor"] * 1e-3) / 1e9
-        ok = targets(info, med["eager"], med["compile"], med["floor"], f)
+        ok = {op: targets(info, med["eager"], med["compile"], med["floor"], med[op]) for op in OPS}
         cell = lambda c: f"{med[c]:.3f} ({iqr[c]:.3f})"
-        lines.append(f"| {stage} | {B} | {cell('eager')} | {cell('compile')} | {cell('floor')} | "
-                     f"{cell('lgl_fused')} | {ve:.2f}x | {vc:.2f}x | {vf:.2f} | {gf:.1f} ({gfl:.1f}) | "
-                     f"{'met' if ok else 'MISSED'} |")
+        both = lambda d, fmt: " / ".join(fmt.format(d[op]) for op in OPS)
+        lines.append(
+            f"| {stage} | {B} | {cell('eager')} | {cell('compile')} | {cell('floor')} | "
+            f"{cell('lgl_fused')} | {cell('prepared')} | {both(ve, '{:.2f}x')} | {both(vc, '{:.2f}x')} | "
+            f"{both(vf, '{:.2f}')} | {both(gf, '{:.0f}')} ({gfl:.0f}) | "
+            f"{' / '.join('met' if ok[op] else 'MISSED' for op in OPS)} |")
         chart.append((f"{stage} B={B}", med))
-        if B == 1 and info["r"] > 1:
-            worst["eager"] = min(ve, worst["eager"] or ve)
-            worst["compile"] = min(vc, worst["compile"] or vc)
-        worst["floor"] = max(vf, worst["floor"] or vf)
-    lines += [
-        "",
-        f"Slowest speedup at B=1 on stages with r>1: {worst['eager']:.2f}x over eager, "
-        f"{worst['compile']:.2f}x over torch.compile. Worst lgl_fused/floor ratio: {worst['floor']:.2f}.",
-        "",
-        "![latency chart](cpu.png)",
-        "",
-    ]
+        for op in OPS:
+            w = worst[op]
+            if B == 1 and info["r"] > 1:
+                w["eager"] = min(ve[op], w["eager"] or ve[op])
+                w["compile"] = min(vc[op], w["compile"] or vc[op])
+            w["floor"] = max(vf[op], w["floor"] or vf[op])
+        if "scalar" in med:
+            scalar_rows.append((stage, med["eager"], med["scalar"], iqr["scalar"]))
+    lines.append("")
+    for op in OPS:
+        w = worst[op]
+        lines.append(
+            f"- {op}: slowest speedup at B=1 on stages with r>1: {w['eager']:.2f}x over eager, "
+            f"{w['compile']:.2f}x over torch.compile; worst time over the floor: {w['floor']:.2f}.")
+    if scalar_rows:
+        lines += [
+            "",
+            "Forced scalar variant (`EDGEVIT_CPU_ISA=scalar`, `lgl_fused`), B = 1, stages with r > 1; "
+            "target: at least 1.5x faster than eager.",
+            "",
+            "| stage | eager | lgl_fused scalar | vs eager | target |",
+            "|---|---|---|---|---|",
+        ]
+        for stage, eager, sc, sc_iqr in scalar_rows:
+            lines.append(f"| {stage} | {eager:.3f} | {sc:.3f} ({sc_iqr:.3f}) | {eager / sc:.2f}x | "
+                         f"{'met' if eager / sc >= 1.5 else 'MISSED'} |")
+    lines += ["", "![latency chart](cpu.png)", ""]
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "cpu.md"), "w") as fh:
         fh.write("\n".join(lines))
@@ -98,11 +125,11 @@ def main():
     except ImportError:
         print("matplotlib not installed: cpu.md written, no chart")
         return
-    fig, ax = plt.subplots(figsize=(12, 5))
-    width = 0.2
-    for i, c in enumerate(("eager", "compile", "floor", "lgl_fused")):
+    fig, ax = plt.subplots(figsize=(13, 5))
+    width = 0.16
+    for i, c in enumerate(("eager", "compile", "floor") + OPS):
         ax.bar([j + i * width for j in range(len(chart))], [m[c] for _, m in chart], width, label=c)
-    ax.set_xticks([j + 1.5 * width for j in range(len(chart))], [n for n, _ in chart], rotation=45, ha="right")
+    ax.set_xticks([j + 2 * width for j in range(len(chart))], [n for n, _ in chart], rotation=45, ha="right")
     ax.set_yscale("log")
     ax.set_ylabel("median latency, ms (log)")
     ax.set_title(f"lgl_fused on {first['cpu']} ({first['threads']} threads, {first['isa']})")

@@ -5,8 +5,11 @@
 
 One pytest-benchmark group per (stage shape, batch): the official GlobalSparseAttn module in eager
 mode, torch.compile of it, the dense floor (plain torch.mm / torch.bmm for just the op's four
-dense products, on tensors of the same shapes) and lgl_fused. fp32, all threads, inference mode.
-XS and S share every stage shape (same widths and head_dim), so their rows are one.
+dense products, on tensors of the same shapes), lgl_fused (weights prepared on every call),
+lgl_fused_prepared (weights prepared once by lgl_prepare, as the fused model runs in eval mode)
+and, at B = 1 on stages with r > 1, lgl_fused forced to the scalar variant (EDGEVIT_CPU_ISA).
+fp32, all threads, inference mode. XS and S share every stage shape (same widths and head_dim),
+so their rows are one.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ STAGES = [
     ("XS/S-1", 48, 1, 4, 56), ("XS/S-2", 96, 2, 2, 28), ("XS/S-3", 240, 5, 2, 14), ("XS/S-4", 384, 8, 1, 7),
 ]
 BATCHES = [1, 8]
-CONTENDERS = ["eager", "compile", "floor", "lgl_fused"]
+CONTENDERS = ["eager", "compile", "floor", "lgl_fused", "prepared", "scalar"]
 
 
 def _cpu_model() -> str:
@@ -75,13 +78,23 @@ def dense_floor(module, x, H):
 
 def fused_call(module, H):
     m = module
+    weights, eps = m._op_weights()
 
     def run(x):
         return torch.ops.edgevit.lgl_fused(
-            x, H, H, m.num_heads, m.sr, m.scale, m.qkv.weight, m.qkv.bias,
-            m.LocalProp.weight if m.sr > 1 else None, m.LocalProp.bias if m.sr > 1 else None,
-            m.norm.weight if m.sr > 1 else None, m.norm.bias if m.sr > 1 else None,
-            m.norm.eps if m.sr > 1 else 1e-5, m.proj.weight, m.proj.bias)
+            x, H, H, m.num_heads, m.sr, m.scale, *weights[:6], eps, *weights[6:])
+
+    return run
+
+
+def prepared_call(module, H):
+    m = module
+    weights, eps = m._op_weights()
+    prepared = edgevit_kernels.lgl_prepare(*weights, m.sr)
+
+    def run(x):
+        return torch.ops.edgevit.lgl_fused_prepared(x, H, H, m.num_heads, m.sr, m.scale, eps,
+                                                    prepared)
 
     return run
 
@@ -89,8 +102,12 @@ def fused_call(module, H):
 @pytest.mark.parametrize("B", BATCHES)
 @pytest.mark.parametrize("stage", STAGES, ids=[s[0] for s in STAGES])
 @pytest.mark.parametrize("contender", CONTENDERS)
-def test_lgl_fused_cpu(benchmark, stage, B, contender):
+def test_lgl_fused_cpu(benchmark, stage, B, contender, monkeypatch):
     label, C, heads, r, H = stage
+    if contender == "scalar":
+        if B != 1 or r == 1:
+            pytest.skip("the forced-scalar target is for B = 1, r > 1")
+        monkeypatch.setenv("EDGEVIT_CPU_ISA", "scalar")
     module = make_module(C, heads, r)
     x = torch.randn(B, H * H, C)
     fn = {
@@ -98,6 +115,8 @@ def test_lgl_fused_cpu(benchmark, stage, B, contender):
         "compile": lambda: torch.compile(lambda t: module(t, H, H), dynamic=False),
         "floor": lambda: dense_floor(module, x, H),
         "lgl_fused": lambda: fused_call(module, H),
+        "prepared": lambda: prepared_call(module, H),
+        "scalar": lambda: fused_call(module, H),
     }[contender]()
     benchmark.group = f"{label} C={C} heads={heads} r={r} {H}x{H} B={B}"
     benchmark.extra_info.update(
@@ -106,7 +125,7 @@ def test_lgl_fused_cpu(benchmark, stage, B, contender):
         threads=torch.get_num_threads(), torch=torch.__version__, cpu=_cpu_model(),
     )
     with torch.inference_mode():
-        if contender in ("compile", "lgl_fused"):
+        if contender not in ("eager", "floor"):
             torch.testing.assert_close(fn(x), module(x, H, H), atol=1e-3, rtol=1e-3)
         for _ in range(3):  # warm-up (and compilation) outside the timed rounds
             fn(x)

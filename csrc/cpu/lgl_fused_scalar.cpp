@@ -23,7 +23,9 @@ constexpr int64_t kNR = 8;
 #if defined(__GNUC__) && !defined(__clang__)
 #define EDGEVIT_NO_LOOP_VECTORIZE __attribute__((optimize("no-tree-loop-vectorize")))
 #define EDGEVIT_NO_TRAPPING_MATH __attribute__((optimize("no-trapping-math")))
+#define EDGEVIT_ALWAYS_INLINE __attribute__((always_inline))
 #else
+#define EDGEVIT_ALWAYS_INLINE
 #define EDGEVIT_NO_LOOP_VECTORIZE
 #define EDGEVIT_NO_TRAPPING_MATH
 #endif
@@ -65,7 +67,7 @@ void gemm_scalar(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const
 // stays NaN; ~1 ulp), branch-free so the compiler vectorises the softmax loop; double: std::exp.
 // GCC if-converts the clamps (and so vectorises) only without -ftrapping-math, which changes no
 // result: it only lets a comparison of a NaN that cannot trap here run unconditionally.
-EDGEVIT_NO_TRAPPING_MATH inline float softmax_exp(float x) {
+EDGEVIT_NO_TRAPPING_MATH EDGEVIT_ALWAYS_INLINE inline float softmax_exp(float x) {
   x = x < -104.0f ? -104.0f : x;  // exp(-104) rounds to 0 (NaN compares false: stays NaN)
   x = x > 89.0f ? 89.0f : x;      // exp(89) overflows
   // round(x log2 e) to nearest (even): adding and removing 1.5 * 2^23 (|x log2 e| < 2^22), a
@@ -80,9 +82,10 @@ EDGEVIT_NO_TRAPPING_MATH inline float softmax_exp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   const float y = p * (r * r) + r + 1.0f;
-  const int32_t ni = int32_t(n), n1 = ni >> 1, n2 = ni - n1;  // NaN: garbage, times NaN y
+  // n is in [-150, 128] (NaN x: y is NaN, and n is replaced by 0 so the conversion is defined).
+  const int32_t ni = int32_t(n == n ? n : 0.0f), n1 = ni >> 1, n2 = ni - n1;
   float s1, s2;
-  const int32_t b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
+  const uint32_t b1 = uint32_t(n1 + 127) << 23, b2 = uint32_t(n2 + 127) << 23;
   std::memcpy(&s1, &b1, sizeof s1);
   std::memcpy(&s2, &b2, sizeof s2);
   return y * s1 * s2;
@@ -96,7 +99,7 @@ EDGEVIT_NO_TRAPPING_MATH void softmax_rows_scalar(int64_t M, int64_t N, T scale,
     T mx = -INFINITY;
     for (int64_t j = 0; j < N; ++j) {
       s[j] *= scale;
-      mx = std::max(mx, s[j]);
+      mx = mx < s[j] ? s[j] : mx;  // std::max, spelled out: no call under the attribute
     }
     // A row of -inf (or NaN) propagates NaN exactly as torch.softmax does.
     for (int64_t j = 0; j < N; ++j) s[j] = softmax_exp(s[j] - mx);

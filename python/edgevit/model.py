@@ -257,11 +257,11 @@ class GlobalSparseAttn(nn.Module):
         return (self.qkv.weight, self.qkv.bias, prop_w, prop_b, norm_w, norm_b,
                 self.proj.weight, self.proj.bias), eps
 
-    @torch.compiler.disable
     def _prepared_weights(self, weights, x: Tensor) -> Optional[Tensor]:
         """The cached ``lgl_prepare`` of this module's weights for CPU inference, rebuilt when
         a parameter changes (its version counter, storage or identity), the ISA or the dtype
-        does; None where the cache does not apply (see ``forward_fused``)."""
+        does; None where the cache does not apply (see ``forward_fused``). Never traced by
+        torch.compile: forward_fused does not call it while compiling."""
         kernels = _load_kernels()
         params = [w for w in weights if w is not None]
         if any(w.is_inference() for w in params):  # no version counter to key on
