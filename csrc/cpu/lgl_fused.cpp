@@ -2,6 +2,7 @@
 #include "lgl_fused.h"
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 namespace edgevit {
@@ -18,6 +19,19 @@ struct Blocks {
       : count(std::max<int64_t>(1, ceil_div(n, max_block))), size(std::max<int64_t>(1, ceil_div(n, count))) {}
   int64_t begin(int64_t i) const { return i * size; }
   int64_t len(int64_t i, int64_t n) const { return std::min(size, n - i * size); }
+};
+
+// A thread's tile for one parallel_for chunk: uninitialised (every element is written before it
+// is read), so it costs no memset per call, unlike std::vector.
+template <typename T>
+class Scratch {
+ public:
+  explicit Scratch(int64_t n) : p_(new T[static_cast<size_t>(n)]) {}
+  T* data() { return p_.get(); }
+  T& operator[](int64_t i) { return p_[static_cast<size_t>(i)]; }
+
+ private:
+  std::unique_ptr<T[]> p_;
 };
 
 // Task granularity. Fixed, never derived from the thread count: each output element's sum runs
@@ -207,7 +221,7 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
   //    of a block stay in cache while the few sampled rows are re-gathered.
   const Blocks qrows(n, kMaxRows), qcols(qkv_panels, kMaxPanels);
   parallel_for(qcols.count * B * qrows.count, [&](int64_t begin, int64_t end) {
-    std::vector<T> tile(qrows.size * C);
+    Scratch<T> tile(qrows.size * C);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t cb = task / (B * qrows.count), br = task % (B * qrows.count);
       const int64_t b = br / qrows.count, rb = br % qrows.count;
@@ -228,7 +242,7 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
   //    head, so a thread packs a head's k^T and v once, when its head changes.
   const Blocks arows(n, kMaxRows);
   parallel_for(B * heads * arows.count, [&](int64_t begin, int64_t end) {
-    std::vector<T> kt(L.kt_size), v(L.v_size), s(arows.size * n);
+    Scratch<T> kt(L.kt_size), v(L.v_size), s(arows.size * n);
     int64_t packed = -1;  // (batch, head) whose k^T and v are in kt and v
     for (int64_t task = begin; task < end; ++task) {
       const int64_t bh = task / arows.count, qb = task % arows.count;
@@ -272,7 +286,7 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
     const int64_t dg = offset_group(C, R, nr), groups = ceil_div(R, dg);
     const Blocks orows(n, kOutRows);
     parallel_for(groups * B * orows.count, [&](int64_t begin, int64_t end) {
-      std::vector<T> acc(orows.size * dg * C);
+      Scratch<T> acc(orows.size * dg * C);
       std::vector<T*> dst(dg);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t gi = task / (B * orows.count), br = task % (B * orows.count);
