@@ -537,3 +537,57 @@ def test_zz_report_max_errors():
     """Prints the largest fused-vs-unfused errors of this run (pytest -s shows them)."""
     for k, v in sorted(MAX_ERR.items(), key=str):
         print(k, f"{v:.3g}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The eval fast path of use_fused models: channels_last maps, folded LocalAgg BatchNorms.
+
+
+def test_eval_fast_path_layout_and_values():
+    ref, fused = _pair("edgevit_xxs")
+    x = torch.randn(2, 3, 96, 80)
+    with torch.no_grad():
+        y_ref, y = ref(x), fused(x)
+        stages = fused.forward_features(x, return_stages=True)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=F32_RTOL * max(1.0, y_ref.abs().max().item()))
+    assert all(s.is_contiguous(memory_format=torch.channels_last) for s in stages)
+    la = fused.blocks1[0].LocalAgg
+    assert la._folded is not None  # the folded path ran
+
+
+def test_forward_features_return_stages():
+    ref, fused = _pair("edgevit_xs")
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        s_ref = ref.forward_features(x, return_stages=True)
+        s_fused = fused.forward_features(x, return_stages=True)
+        feats = ref.forward_features(x)
+    assert [tuple(s.shape) for s in s_ref] == [(1, 48, 16, 24), (1, 96, 8, 12), (1, 240, 4, 6),
+                                               (1, 384, 2, 3)]
+    for a, b in zip(s_fused, s_ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=F32_RTOL * max(1.0, b.abs().max().item()))
+    torch.testing.assert_close(feats, ref.norm(s_ref[-1]))
+
+
+def test_folded_batchnorm_cache_follows_parameters_and_statistics():
+    ref, fused = _pair("edgevit_xxs")
+    keys = set(fused.state_dict())
+    la = fused.blocks1[0].LocalAgg
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        fused(x)
+        first = la._folded
+        fused(x)
+        assert la._folded is first  # reused
+        # A running statistic changes in place (as a training step would): rebuilt.
+        for m in (ref, fused):
+            m.blocks1[0].LocalAgg.norm1.running_mean.add_(0.5)
+            m.blocks1[0].LocalAgg.norm2.weight.mul_(1.5)
+        y, y_ref = fused(x), ref(x)
+    assert la._folded is not first
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=F32_RTOL * max(1.0, y_ref.abs().max().item()))
+    assert set(fused.state_dict()) == keys
+    fused.train()
+    assert la._folded is None
+    fused(x).sum().backward()  # training runs the unfolded modules, with gradients
+    assert la.norm1.weight.grad is not None and la._folded is None

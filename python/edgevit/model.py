@@ -10,7 +10,13 @@ Differences from the official code, none of which touches the parameters:
   ``LocalProp`` output is cropped back to ``H x W`` before the norm. When ``r`` divides the map
   this is the official computation; so any input of at least 32 x 32 works, square or not;
 * ``use_fused``: ``GlobalSparseAttn`` can run as one call of ``torch.ops.edgevit.lgl_fused``
-  (package ``edgevit_kernels``) on its own parameters. See ``GlobalSparseAttn``.
+  (package ``edgevit_kernels``) on its own parameters. See ``GlobalSparseAttn``. In eval mode on
+  CPU without autograd, ``use_fused`` also keeps the maps channels_last (the attention blocks'
+  token layout is then a view, no transposes), folds each LocalAgg's BatchNorms into the 1x1
+  convolutions after them (cached, rebuilt when a parameter or running statistic changes, dropped
+  by ``train()``, never in the ``state_dict``) and reuses prepared ``lgl_fused`` weights; the
+  logits equal the reference path's up to float rounding (~1e-6 seen);
+* ``forward_features(x, return_stages=True)`` returns the four stage outputs (backbone use).
 
 Fallback policy of the fused path
 ---------------------------------
@@ -146,6 +152,56 @@ class CMlp(nn.Module):
         return x
 
 
+def _tensor_key(tensors) -> Optional[tuple]:
+    """A key that changes whenever one of ``tensors`` changes in place (version counter), is
+    replaced (identity) or moves (data pointer); None if one is an inference tensor (those have
+    no version counter). None entries are allowed."""
+    key = []
+    for t in tensors:
+        if t is None:
+            key.append(None)
+            continue
+        if t.is_inference():
+            return None
+        key.append((id(t), t.data_ptr(), t._version))
+    return tuple(key)
+
+
+def _kernels_unavailable(x: Tensor, param_dtype: torch.dtype) -> Optional[str]:
+    """None if edgevit_kernels has a kernel for x (device, dtype, the parameters' dtype), else
+    the reason. Where this is not None the fused model runs exactly the reference path."""
+    kernels = _load_kernels()
+    if kernels is None:
+        return f"edgevit_kernels could not be imported ({_kernels_error})"
+    if not kernels.ops.has_kernel_for(x.device):
+        return f"edgevit_kernels has no lgl_fused kernel for device type '{x.device.type}'"
+    dtypes = _KERNEL_DTYPES.get(x.device.type)
+    if dtypes is not None and x.dtype not in dtypes:
+        return f"lgl_fused on '{x.device.type}' does not take dtype {x.dtype}"
+    if param_dtype != x.dtype:
+        return f"the input dtype ({x.dtype}) differs from the parameters' ({param_dtype})"
+    return None
+
+
+def _eval_fast_path(module: nn.Module, x: Tensor, params) -> bool:
+    """Whether the eval-only fast path (prepared / folded weights, cached) may serve this call:
+    eval mode, CPU, no gradient needed, not being traced by torch.compile."""
+    if module.training or x.device.type != "cpu" or torch.compiler.is_compiling():
+        return False
+    return not (torch.is_grad_enabled() and (
+        x.requires_grad or any(p is not None and p.requires_grad for p in params)))
+
+
+def _fold_bn_into_1x1(bn: nn.BatchNorm2d, conv: nn.Conv2d):
+    """conv(bn(x)) for an eval-mode BatchNorm followed by a 1x1 convolution, as one affine map on
+    channels: returns (weight [out, in], bias [out]) of the equivalent Linear."""
+    s = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    t = bn.bias - bn.running_mean * s
+    w = conv.weight.flatten(1)  # [out, in]
+    b = conv.bias if conv.bias is not None else torch.zeros_like(w[:, 0])
+    return (w * s).contiguous(), b + w @ t
+
+
 class GlobalSparseAttn(nn.Module):
     """EdgeViT's sparse global attention: sample (one token per r x r window) -> attend ->
     LocalProp (depthwise transposed conv) -> LayerNorm -> proj.
@@ -219,17 +275,9 @@ class GlobalSparseAttn(nn.Module):
     # -- fused path ------------------------------------------------------------------------------
     def _fused_unavailable(self, x: Tensor) -> Optional[str]:
         """None if ``lgl_fused`` can serve this call, else the reason it cannot."""
-        kernels = _load_kernels()
-        if kernels is None:
-            return f"edgevit_kernels could not be imported ({_kernels_error})"
-        if not kernels.ops.has_kernel_for(x.device):
-            return f"edgevit_kernels has no lgl_fused kernel for device type '{x.device.type}'"
-        dtypes = _KERNEL_DTYPES.get(x.device.type)
-        if dtypes is not None and x.dtype not in dtypes:
-            return f"lgl_fused on '{x.device.type}' does not take dtype {x.dtype}"
-        if self.qkv.weight.dtype != x.dtype:
-            return (f"the input dtype ({x.dtype}) differs from the parameters' "
-                    f"({self.qkv.weight.dtype})")
+        reason = _kernels_unavailable(x, self.qkv.weight.dtype)
+        if reason is not None:
+            return reason
         if self.training and self.attn_drop.p > 0:
             return "attention dropout is active (training with attn_drop > 0)"
         return None
@@ -264,10 +312,9 @@ class GlobalSparseAttn(nn.Module):
         torch.compile: forward_fused does not call it while compiling."""
         kernels = _load_kernels()
         params = [w for w in weights if w is not None]
-        if any(w.is_inference() for w in params):  # no version counter to key on
+        if _tensor_key(params) is None:  # an inference tensor: no version counter to key on
             return None
-        key = (kernels.cpu_isa(), x.dtype,
-               tuple((id(w), w.data_ptr(), w._version) for w in params))
+        key = (kernels.cpu_isa(), x.dtype, _tensor_key(params))
         cached = self._prepared
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -292,10 +339,7 @@ class GlobalSparseAttn(nn.Module):
         autograd, CUDA, under ``torch.compile``) the forward is one ``lgl_fused`` call."""
         weights, eps = self._op_weights()
         r = int(self.sr)
-        needs_grad = torch.is_grad_enabled() and (
-            x.requires_grad or any(w is not None and w.requires_grad for w in weights))
-        if (not self.training and not needs_grad and x.device.type == "cpu"
-                and not torch.compiler.is_compiling()):
+        if _eval_fast_path(self, x, weights):
             prepared = self._prepared_weights(weights, x)
             if prepared is not None:
                 return torch.ops.edgevit.lgl_fused_prepared(
@@ -327,11 +371,56 @@ class LocalAgg(nn.Module):
         mlp_hidden_dim = int(dim * mlp_ratio)
         self.mlp = CMlp(in_features=dim, hidden_features=mlp_hidden_dim, act_layer=act_layer, drop=drop)
 
+        # Eval fast path (EdgeVit.set_fused turns it on with the fused op): both BatchNorms folded
+        # into the 1x1 convolutions after them, and the 1x1 convolutions run as Linear on the
+        # [B, H, W, C] view of the map (no copy when the map is channels_last, as the fused model
+        # keeps it). The folded weights are cached: (key, weights), see _folded.
+        self.fold_eval = False
+        self._folded = None
+
+    def train(self, mode: bool = True):
+        self._folded = None  # rebuilt on the next eval-mode call
+        return super().train(mode)
+
+    def _fold_params(self):
+        return [self.norm1.weight, self.norm1.bias, self.norm1.running_mean, self.norm1.running_var,
+                self.conv1.weight, self.conv1.bias, self.conv2.weight, self.conv2.bias,
+                self.norm2.weight, self.norm2.bias, self.norm2.running_mean, self.norm2.running_var,
+                self.mlp.fc1.weight, self.mlp.fc1.bias, self.mlp.fc2.weight, self.mlp.fc2.bias]
+
+    def _folded_weights(self, params):
+        key = _tensor_key(params)
+        cached = self._folded
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        with torch.no_grad():
+            w1, b1 = _fold_bn_into_1x1(self.norm1, self.conv1)
+            wf1, bf1 = _fold_bn_into_1x1(self.norm2, self.mlp.fc1)
+            folded = (w1, b1, self.conv2.weight.flatten(1), self.conv2.bias, wf1, bf1,
+                      self.mlp.fc2.weight.flatten(1), self.mlp.fc2.bias)
+        if key is not None:
+            self._folded = (key, folded)
+        return folded
+
     def forward(self, x):
+        params = self._fold_params()
+        if (self.fold_eval and _eval_fast_path(self, x, params)
+                and _kernels_unavailable(x, self.conv1.weight.dtype) is None):
+            return self.forward_folded(x, self._folded_weights(params))
         x = x + self.pos_embed(x)
         x = x + self.drop_path(self.conv2(self.attn(self.conv1(self.norm1(x)))))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x
+
+    def forward_folded(self, x, folded):
+        """The eval-mode forward with folded BatchNorms; the same map up to rounding."""
+        w1, b1, w2, b2, wf1, bf1, wf2, bf2 = folded
+        x = x + self.pos_embed(x)
+        u = F.linear(x.permute(0, 2, 3, 1), w1, b1).permute(0, 3, 1, 2)  # BN + conv1
+        u = self.attn(u)
+        x = x + F.linear(u.permute(0, 2, 3, 1), w2, b2).permute(0, 3, 1, 2)  # conv2
+        h = self.mlp.act(F.linear(x.permute(0, 2, 3, 1), wf1, bf1))  # BN + fc1, GELU
+        return x + F.linear(h, wf2, bf2).permute(0, 3, 1, 2)  # fc2
 
 
 class SelfAttn(nn.Module):
@@ -355,7 +444,9 @@ class SelfAttn(nn.Module):
         x = x.flatten(2).transpose(1, 2)
         x = x + self.drop_path(self.attn(self.norm1(x), H, W))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
-        x = x.transpose(1, 2).reshape(B, N, H, W)
+        # [B, H*W, C] tokens -> [B, C, H, W] as a view: channels_last strides (canonical ones,
+        # also when B = 1), which the next convolution keeps.
+        x = x.reshape(B, H, W, N).permute(0, 3, 1, 2)
         return x
 
 
@@ -393,12 +484,13 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x):
+        # The output keeps the input's memory format (channels_last maps stay channels_last);
+        # the LayerNorm over channels runs on the [B, H, W, C] view (no copy when channels_last).
+        fmt = (torch.channels_last if x.dim() == 4 and not x.is_contiguous()
+               and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
         x = self.proj(x)
-        B, C, H, W = x.shape
-        x = x.flatten(2).transpose(1, 2)
-        x = self.norm(x)
-        x = x.reshape(B, H, W, -1).permute(0, 3, 1, 2).contiguous()
-        return x
+        x = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return x.contiguous(memory_format=fmt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -478,6 +570,8 @@ class EdgeVit(nn.Module):
             if isinstance(m, GlobalSparseAttn):
                 m.use_fused = self.use_fused
                 m._fallback_warned = warned
+            elif isinstance(m, LocalAgg):
+                m.fold_eval = self.use_fused
         return self
 
     @torch.jit.ignore
@@ -491,20 +585,28 @@ class EdgeVit(nn.Module):
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dim[-1], num_classes) if num_classes > 0 else nn.Identity()
 
-    def forward_features(self, x):
-        x = self.patch_embed1(x)
-        x = self.pos_drop(x)
-        for blk in self.blocks1:
-            x = blk(x)
-        x = self.patch_embed2(x)
-        for blk in self.blocks2:
-            x = blk(x)
-        x = self.patch_embed3(x)
-        for blk in self.blocks3:
-            x = blk(x)
-        x = self.patch_embed4(x)
-        for blk in self.blocks4:
-            x = blk(x)
+    def forward_features(self, x, return_stages: bool = False):
+        """[B, 3, H, W] -> the final feature map [B, C4, H/32, W/32] after BatchNorm; with
+        ``return_stages=True``, the list of the four stage outputs (before that BatchNorm) of
+        sizes H/4, H/8, H/16 and H/32, for detection and segmentation backbones.
+
+        With ``use_fused`` in eval mode on CPU (no autograd) the maps are kept channels_last, so
+        the token layout of the attention blocks is a view of them (no transposes), and the
+        LocalAgg BatchNorms are folded (cached; see LocalAgg)."""
+        if (self.use_fused and _eval_fast_path(self, x, ())
+                and _kernels_unavailable(x, self.patch_embed1.proj.weight.dtype) is None):
+            x = x.contiguous(memory_format=torch.channels_last)
+        stages = []
+        x = self.pos_drop(self.patch_embed1(x))
+        for embed, blocks in ((None, self.blocks1), (self.patch_embed2, self.blocks2),
+                              (self.patch_embed3, self.blocks3), (self.patch_embed4, self.blocks4)):
+            if embed is not None:
+                x = embed(x)
+            for blk in blocks:
+                x = blk(x)
+            stages.append(x)
+        if return_stages:
+            return stages
         x = self.norm(x)
         x = self.pre_logits(x)
         return x
