@@ -288,6 +288,8 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
     parallel_for(groups * B * orows.count, [&](int64_t begin, int64_t end) {
       Scratch<T> acc(orows.size * dg * C);
       std::vector<T*> dst(dg);
+      std::vector<int64_t> di(R), dj(R);  // offset d = (di, dj) in its window: no division per token
+      for (int64_t t = 0; t < R; ++t) di[t] = t / r, dj[t] = t % r;
       for (int64_t task = begin; task < end; ++task) {
         const int64_t gi = task / (B * orows.count), br = task % (B * orows.count);
         const int64_t b = br / orows.count, ob = br % orows.count;
@@ -298,7 +300,7 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
         for (int64_t m = 0; m < rows; ++m) {
           const int64_t i = (m0 + m) / w, j = (m0 + m) % w;
           for (int64_t t = 0; t < nd; ++t) {
-            const int64_t yy = i * r + (d0 + t) / r, xx = j * r + (d0 + t) % r;
+            const int64_t yy = i * r + di[d0 + t], xx = j * r + dj[d0 + t];
             dst[t] = yy < H && xx < W ? a.out + (b * N + yy * W + xx) * C : nullptr;
           }
           uk.scale_rows(nd, C, acc.data() + m * nd * C, rstd + (b * n + m0 + m) * R + d0, e,
