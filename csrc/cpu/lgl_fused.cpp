@@ -145,9 +145,13 @@ void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weigh
     weights[L.out_b + j] = b ? b[j] : T(0);
   }
 
-  // a. r > 1: the per-channel vectors of the fold (lgl_fused.h), per block of channels o:
+  // a. r > 1: the per-channel vectors of the fold (lgl_fused.h), per block of nr channels o:
   //    gmean[o] = mean_c G[c,o], kb[d*C + o] = sum_c pb[c] G'[c,o] for every d, e[o]; and
-  //    rows c = o of pwt.
+  //    rows c = o of pwt. When C % nr == 0 (every panel of Wf lies in one offset d), also G'
+  //    packed in panels over o (gp), from which step b scales the R panels of each o block
+  //    instead of transposing R copies.
+  const bool aligned = r > 1 && C % nr == 0;
+  std::vector<T> gp(aligned ? packed_b_size(C, C, nr) : 0);
   if (r > 1) {
     T pb_mean = 0;
     for (int64_t c = 0; c < C; ++c) pb_mean += a.prop_b[c];
@@ -163,6 +167,14 @@ void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weigh
         e[o] = dot(C, a.norm_b, wp, static_cast<const T*>(nullptr)) + (a.proj_b ? a.proj_b[o] : T(0));
         for (int64_t d = 0; d < R; ++d) pwt[o * R + d] = a.prop_w[d * C + o];
       }
+      for (int64_t blk = begin; aligned && blk < end; ++blk) {
+        const int64_t o0 = blk * nr, cols = std::min(nr, C - o0);
+        T* panel = gp.data() + blk * C * nr;
+        pack_weight_t(uk, a.proj_w + o0 * C, cols, C, panel);  // panel[c*nr + j] = Wp[o0+j, c]
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t j = 0; j < cols; ++j)
+            panel[c * nr + j] = a.norm_w[c] * panel[c * nr + j] - gmean[o0 + j];
+      }
     });
   }
 
@@ -177,6 +189,14 @@ void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weigh
       const int64_t q = qkv ? p : p - qkv_panels, j0 = q * nr;
       const int64_t cols = std::min(nr, (qkv ? 3 * C : out_cols) - j0);
       const T* src = (qkv ? a.qkv_w : a.proj_w) + j0 * C;  // weight rows = the panel's columns
+      if (!qkv && aligned) {  // Wf panel = pw[d] (per row c) times the G' panel of its o block
+        const T* g = gp.data() + (j0 % C) / nr * C * nr;
+        const T* pw = a.prop_w + j0 / C * C;
+        T* dst = out_wp + q * C * nr;
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t j = 0; j < nr; ++j) dst[c * nr + j] = pw[c] * g[c * nr + j];
+        continue;
+      }
       if (!qkv && r > 1) {
         for (int64_t t = 0; t < cols; ++t) {
           const int64_t d = (j0 + t) / C, o = (j0 + t) % C;
