@@ -1,10 +1,11 @@
-"""Render a saved pytest-benchmark JSON of test_bench_lgl_fused.py into results/cpu.md + cpu.png.
+"""Render saved pytest-benchmark JSONs of test_bench_lgl_fused.py into results/cpu.md + cpu.png.
 
-    python benchmarks/render_cpu.py benchmarks/results/cpu.json [--out benchmarks/results]
+    python benchmarks/render_cpu.py benchmarks/results/cpu*.json [--out benchmarks/results]
 
-Per (stage, batch): median and IQR of each contender, lgl_fused's speedup over eager and
+Per (stage, batch): median and IQR of each contender, the op's speedup over eager and
 torch.compile, its time over the dense floor, achieved GFLOP/s (dense FLOPs / median), and the
-issue-3 targets checked on the numbers of this one run.
+issue-3 targets checked on these numbers. Given several runs, each cell comes from the run with
+the median median of that cell.
 """
 from __future__ import annotations
 
@@ -14,16 +15,29 @@ import os
 from collections import defaultdict
 
 
-def load(path):
-    with open(path) as f:
-        data = json.load(f)
+def load(paths):
+    """Rows keyed by (stage, B): per contender the stats of the run with the median median
+    (one run: that run's; three runs: the middle one), so a burst of load on this shared VM
+    during one run does not decide a ratio."""
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs.append(json.load(f))
+    per = defaultdict(lambda: defaultdict(list))
+    info = {}
+    for data in runs:
+        for b in data["benchmarks"]:
+            e = b["extra_info"]
+            key = (e["stage"], e["B"])
+            info.setdefault(key, e)
+            per[key][e["contender"]].append(b["stats"])
     rows = defaultdict(dict)
-    for b in data["benchmarks"]:
-        e = b["extra_info"]
-        key = (e["stage"], e["B"])
-        rows[key]["info"] = e
-        rows[key][e["contender"]] = b["stats"]
-    return data, rows
+    for key, contenders in per.items():
+        rows[key]["info"] = info[key]
+        for c, stats in contenders.items():
+            stats = sorted(stats, key=lambda st: st["median"])
+            rows[key][c] = stats[(len(stats) - 1) // 2]
+    return runs[-1], rows, len(runs)
 
 
 def targets(info, eager, compile_, floor, fused):
@@ -41,10 +55,10 @@ OPS = ("lgl_fused", "prepared")  # the op, weights prepared per call / once
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("json")
+    p.add_argument("json", nargs="+", help="one or more runs of the suite (median run per cell)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = p.parse_args()
-    data, rows = load(args.json)
+    data, rows, nruns = load(args.json)
     first = next(r["info"] for r in rows.values() if r["info"]["contender"] != "scalar")
     mi = data.get("machine_info", {})
     lines = [
@@ -52,8 +66,10 @@ def main():
         "",
         f"Measured {data.get('datetime', '')[:19]} on **{first['cpu']}**, {first['threads']} threads, "
         f"ISA `{first['isa']}`, torch {first['torch']}, Python {mi.get('python_version', '?')}; fp32, "
-        "inference mode, all contenders side by side in one pytest-benchmark run "
-        "(`benchmarks/test_bench_lgl_fused.py`, rendered by `benchmarks/render_cpu.py`).",
+        "inference mode, the contenders of each shape back to back in one pytest-benchmark run "
+        "(`benchmarks/test_bench_lgl_fused.py`, rendered by `benchmarks/render_cpu.py`)"
+        + (f"; {nruns} runs, each cell the run with the median median (this VM's speed "
+           "drifts between runs)." if nruns > 1 else "."),
         "",
         "Times are medians in ms (IQR in brackets). *floor* = plain `torch.mm`/`torch.bmm` for the op's "
         "four dense products only. *lgl_fused* prepares (packs and folds) the weights on every call; "

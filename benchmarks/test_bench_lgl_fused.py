@@ -1,7 +1,8 @@
 """CPU latency of edgevit::lgl_fused against what a user has today, side by side in one run.
 
-    python -m pytest benchmarks/test_bench_lgl_fused.py --benchmark-json=benchmarks/results/cpu.json
-    python benchmarks/render_cpu.py benchmarks/results/cpu.json
+    for i in 1 2 3; do python -m pytest benchmarks/test_bench_lgl_fused.py \
+        --benchmark-json=benchmarks/results/cpu$i.json; done
+    python benchmarks/render_cpu.py benchmarks/results/cpu[123].json
 
 One pytest-benchmark group per (stage shape, batch): the official GlobalSparseAttn module in eager
 mode, torch.compile of it, the dense floor (plain torch.mm / torch.bmm for just the op's four
@@ -99,9 +100,11 @@ def prepared_call(module, H):
     return run
 
 
+# The decorator nearest the function varies slowest: contenders innermost, so the contenders of
+# one (stage, B) run back to back (seconds apart) and share the VM's speed of that moment.
+@pytest.mark.parametrize("contender", CONTENDERS)
 @pytest.mark.parametrize("B", BATCHES)
 @pytest.mark.parametrize("stage", STAGES, ids=[s[0] for s in STAGES])
-@pytest.mark.parametrize("contender", CONTENDERS)
 def test_lgl_fused_cpu(benchmark, stage, B, contender, monkeypatch):
     label, C, heads, r, H = stage
     if contender == "scalar":
