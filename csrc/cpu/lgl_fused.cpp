@@ -107,21 +107,6 @@ struct WeightsLayout {
   }
 };
 
-// sum_c u[c] * v[c] (w null) or sum_c u[c] * v[c] * w[c], in 8 interleaved partial sums (a
-// fixed order, so the result does not depend on anything but the inputs; the compiler
-// vectorises it, where a single running sum would be one long dependency chain).
-template <typename T>
-T dot(int64_t C, const T* u, const T* v, const T* w) {
-  T part[8] = {};
-  int64_t c = 0;
-  for (; c + 8 <= C; c += 8)
-    for (int j = 0; j < 8; ++j) part[j] += u[c + j] * v[c + j] * (w ? w[c + j] : T(1));
-  for (; c < C; ++c) part[0] += u[c] * v[c] * (w ? w[c] : T(1));
-  T sum = 0;
-  for (int j = 0; j < 8; ++j) sum += part[j];
-  return sum;
-}
-
 }  // namespace
 
 int64_t lgl_weights_size(int64_t C, int64_t r, int64_t nr) {
@@ -147,30 +132,39 @@ void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weigh
 
   // a. r > 1: the per-channel vectors of the fold (lgl_fused.h), per block of nr channels o:
   //    gmean[o] = mean_c G[c,o], kb[d*C + o] = sum_c pb[c] G'[c,o] for every d, e[o]; and
-  //    rows c = o of pwt. When C % nr == 0 (every panel of Wf lies in one offset d), also G'
-  //    packed in panels over o (gp), from which step b scales the R panels of each o block
+  //    rows c = o of pwt. The block's proj_weight rows are packed as one panel P (P[c][j] =
+  //    Wp[o0+j, c]), and the three sums over c come from one small gemm of the rows
+  //    [g; pb * g; b] against it. When C % nr == 0 (every panel of Wf lies in one offset d), P is
+  //    then turned into G' in place (gp), from which step b scales the R panels of each o block
   //    instead of transposing R copies.
   const bool aligned = r > 1 && C % nr == 0;
-  std::vector<T> gp(aligned ? packed_b_size(C, C, nr) : 0);
+  std::vector<T> gp(r > 1 ? packed_b_size(C, C, nr) : 0);
   if (r > 1) {
     T pb_mean = 0;
-    for (int64_t c = 0; c < C; ++c) pb_mean += a.prop_b[c];
+    std::vector<T> rows3(3 * C);  // the gemm's A: g, pb * g, b
+    for (int64_t c = 0; c < C; ++c) {
+      pb_mean += a.prop_b[c];
+      rows3[c] = a.norm_w[c];
+      rows3[C + c] = a.prop_b[c] * a.norm_w[c];
+      rows3[2 * C + c] = a.norm_b[c];
+    }
     pb_mean /= T(C);
-    const int64_t blocks = ceil_div(C, nr);
-    parallel_for(blocks, [&](int64_t begin, int64_t end) {
-      for (int64_t o = begin * nr; o < std::min(C, end * nr); ++o) {
-        const T* wp = a.proj_w + o * C;  // proj_weight row o
-        const T gs = dot(C, a.norm_w, wp, static_cast<const T*>(nullptr));
-        const T k = dot(C, a.prop_b, a.norm_w, wp) - gs * pb_mean;
-        gmean[o] = gs / T(C);
-        for (int64_t d = 0; d < R; ++d) kb[d * C + o] = k;
-        e[o] = dot(C, a.norm_b, wp, static_cast<const T*>(nullptr)) + (a.proj_b ? a.proj_b[o] : T(0));
-        for (int64_t d = 0; d < R; ++d) pwt[o * R + d] = a.prop_w[d * C + o];
-      }
-      for (int64_t blk = begin; aligned && blk < end; ++blk) {
+    parallel_for(ceil_div(C, nr), [&](int64_t begin, int64_t end) {
+      std::vector<T> sums(3 * nr);
+      for (int64_t blk = begin; blk < end; ++blk) {
         const int64_t o0 = blk * nr, cols = std::min(nr, C - o0);
         T* panel = gp.data() + blk * C * nr;
-        pack_weight_t(uk, a.proj_w + o0 * C, cols, C, panel);  // panel[c*nr + j] = Wp[o0+j, c]
+        pack_weight_t(uk, a.proj_w + o0 * C, cols, C, panel);
+        uk.gemm(3, cols, C, rows3.data(), C, panel, nullptr, sums.data(), nr);
+        for (int64_t j = 0; j < cols; ++j) {
+          const int64_t o = o0 + j;
+          const T gs = sums[j], k = sums[nr + j] - gs * pb_mean;
+          gmean[o] = gs / T(C);
+          for (int64_t d = 0; d < R; ++d) kb[d * C + o] = k;
+          e[o] = sums[2 * nr + j] + (a.proj_b ? a.proj_b[o] : T(0));
+          for (int64_t d = 0; d < R; ++d) pwt[o * R + d] = a.prop_w[d * C + o];
+        }
+        if (!aligned) continue;
         for (int64_t c = 0; c < C; ++c)
           for (int64_t j = 0; j < cols; ++j)
             panel[c * nr + j] = a.norm_w[c] * panel[c * nr + j] - gmean[o0 + j];

@@ -979,7 +979,7 @@ int main(int argc, char** argv) {
     tl.exp_ulp = exp_ulp_error(*isas[t]);
     if (!(tl.exp_ulp <= kMaxExpUlp)) fail(tl, "exp error %.2f ulp > %.1f", tl.exp_ulp, kMaxExpUlp);
   }
-  std::printf("  scalar (std::exp) exp error: %.2f ulp\n",
+  std::printf("  scalar exp error: %.2f ulp\n",
               exp_ulp_error(edgevit::cpu::scalar_ukernels<float>()));
   test_prop_rstd(isas, tallies);
   test_scale_rows(isas, tallies);
