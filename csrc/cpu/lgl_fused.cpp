@@ -253,7 +253,11 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
   });
 
   // 2. attention per (batch, head, query block): S = q k^T, softmax, S v -> y. Tasks run head by
-  //    head, so a thread packs a head's k^T and v once, when its head changes.
+  //    head, so a thread packs a head's k^T and v once, when its head changes. With one head
+  //    (EdgeViT's stage 1) a task's y rows are then final, and it also computes their LayerNorm
+  //    statistics (step 3a), which saves a parallel region.
+  T* rstd = workspace + L.rstd;
+  const bool rstd_in_attention = r > 1 && heads == 1;
   const Blocks arows(n, kMaxRows);
   parallel_for(B * heads * arows.count, [&](int64_t begin, int64_t end) {
     Scratch<T> kt(L.kt_size), v(L.v_size), s(arows.size * n);
@@ -276,16 +280,18 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
       uk.gemm(rows, n, d, base + q0 * 3 * C, 3 * C, kt.data(), nullptr, s.data(), n);
       uk.softmax_rows(rows, n, a.scale, s.data(), n);
       uk.gemm(rows, d, n, s.data(), n, v.data(), nullptr, y + (b * n + q0) * C + head * d, C);
+      if (rstd_in_attention)  // one head: these y rows are complete, take their statistics now
+        uk.prop_rstd(rows, R, C, y + (b * n + q0) * C, C, pwt, out_b, a.eps,
+                     rstd + (b * n + q0) * R);
     }
   });
 
   // 3. propagate + LayerNorm + projection, straight into the output.
   if (r > 1) {
     // Folded (lgl_fused.h). 3a: the LayerNorm statistics of every propagated token, per
-    // (batch, block of sampled tokens), offsets in vector lanes.
-    T* rstd = workspace + L.rstd;
+    // (batch, block of sampled tokens), offsets in vector lanes (done in step 2 for one head).
     const Blocks srows(n, kMaxRows);
-    parallel_for(B * srows.count, [&](int64_t begin, int64_t end) {
+    if (!rstd_in_attention) parallel_for(B * srows.count, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / srows.count, m0 = srows.begin(task % srows.count);
         const int64_t rows = srows.len(task % srows.count, n);

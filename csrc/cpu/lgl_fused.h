@@ -13,11 +13,12 @@
 //   2. attn: per (batch, head, block of <= 64 queries): S = q k^T, softmax, S v
 //              -> workspace y [B, n, C]. A thread packs a head's k^T and v once, when its head
 //              changes (tasks run head by head).
-//   3. out : r > 1: (a) per (batch, block of <= 64 sampled tokens): the LayerNorm statistics
-//              (rstd) of every propagated token -> workspace [B, n, r*r]; (b) per (group of
-//              window offsets starting on a Wf panel, batch, block of <= 32 sampled tokens): the
-//              folded propagate + LayerNorm + projection below, written straight into the
-//              output rows. r = 1: per (panel block, batch, token block), one gemm reads y.
+//   3. out : r > 1: (a) per (batch, block of <= 64 sampled tokens), or within step 2's tasks
+//              when there is one head: the LayerNorm statistics (rstd) of every propagated
+//              token -> workspace [B, n, r*r]; (b) per (group of window offsets starting on a
+//              Wf panel, batch, block of <= 32 sampled tokens): the folded propagate + LayerNorm
+//              + projection below, written straight into the output rows. r = 1: per (panel
+//              block, batch, token block), one gemm reads y.
 //
 // The fold (r > 1). Output token (window m, offset d) is proj(LayerNorm(z)) with
 // z[c] = y[m,c] * pw[d,c] + pb[c]. Writing G[c,o] = g[c] * Wp[o,c] and G' = G minus its mean
