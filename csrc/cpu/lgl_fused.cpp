@@ -90,9 +90,8 @@ int64_t offset_group(int64_t C, int64_t R, int64_t nr) {
 //   kb      [R*C] the folded gemm's bias (r > 1)
 //   e       [C] the epilogue's bias (r > 1)
 //   pwt     [C, R] prop_weight^T (r > 1)
-//   gmean   [C] mean_c G[c, o] (r > 1; used while preparing)
 struct WeightsLayout {
-  int64_t qkv_wp, out_wp, qkv_b, out_b, kb, e, pwt, gmean, total;
+  int64_t qkv_wp, out_wp, qkv_b, out_b, kb, e, pwt, total;
   WeightsLayout(int64_t C, int64_t r, int64_t nr) {
     const int64_t R = r * r, fold = r > 1 ? 1 : 0;
     qkv_wp = 0;
@@ -102,8 +101,7 @@ struct WeightsLayout {
     kb = out_b + C;
     e = kb + fold * R * C;
     pwt = e + fold * C;
-    gmean = pwt + fold * C * R;
-    total = gmean + fold * C;
+    total = pwt + fold * C * R;
   }
 };
 
@@ -123,7 +121,6 @@ void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weigh
   T* kb = weights + L.kb;
   T* e = weights + L.e;
   T* pwt = weights + L.pwt;
-  T* gmean = weights + L.gmean;
   for (int64_t j = 0; j < 3 * C; ++j) weights[L.qkv_b + j] = a.qkv_b ? a.qkv_b[j] : T(0);
   for (int64_t j = 0; j < C; ++j) {
     const T* b = r > 1 ? a.prop_b : a.proj_b;
@@ -138,7 +135,7 @@ void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weigh
   //    then turned into G' in place (gp), from which step b scales the R panels of each o block
   //    instead of transposing R copies.
   const bool aligned = r > 1 && C % nr == 0;
-  std::vector<T> gp(r > 1 ? packed_b_size(C, C, nr) : 0);
+  std::vector<T> gp(r > 1 ? packed_b_size(C, C, nr) : 0), gmean(r > 1 ? C : 0);
   if (r > 1) {
     T pb_mean = 0;
     std::vector<T> rows3(3 * C);  // the gemm's A: g, pb * g, b
@@ -229,7 +226,7 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
   const T* pwt = weights + WL.pwt;
   const T* qkv_b = weights + WL.qkv_b;
   const T* out_b = weights + WL.out_b;  // prop_bias (r > 1) or proj_bias (r = 1)
-  const int64_t qkv_panels = ceil_div(3 * C, nr), out_panels = ceil_div(C, nr);
+  const int64_t qkv_panels = ceil_div(3 * C, nr);
 
   // 1. sample + qkv projection. Tasks run column block by column block, so the weight panels
   //    of a block stay in cache while the few sampled rows are re-gathered.
@@ -330,7 +327,7 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
     });
   } else {
     // r = 1: the sampled map is the map; tasks over (column block, batch, token block) read y.
-    const int64_t proj_panels = out_panels;  // r = 1: out_wp is proj_weight^T
+    const int64_t proj_panels = ceil_div(C, nr);  // r = 1: out_wp is proj_weight^T
     const Blocks orows(N, kMaxRows), ocols(proj_panels, kMaxPanels);
     parallel_for(ocols.count * B * orows.count, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
