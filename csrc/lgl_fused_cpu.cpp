@@ -23,25 +23,6 @@ namespace {
 
 using OptTensor = c10::optional<at::Tensor>;
 
-// The float micro-kernels for the current EDGEVIT_CPU_ISA (re-read every call, so it can be
-// changed between calls; the choice itself is cached per value).
-const cpu::LglUKernels<float>& float_ukernels() {
-  static std::mutex mu;
-  static std::string cached_env = "\x01";  // never a real value: forces the first selection
-  static const cpu::LglUKernels<float>* cached = nullptr;
-  const char* env = std::getenv("EDGEVIT_CPU_ISA");
-  const std::string key = env ? env : "";
-  std::lock_guard<std::mutex> lock(mu);
-  if (key != cached_env) {
-    std::string error;
-    const cpu::LglUKernels<float>* uk = cpu::select_ukernels(key.c_str(), &error);
-    TORCH_CHECK(uk != nullptr, error);
-    cached = uk;
-    cached_env = key;
-  }
-  return *cached;
-}
-
 void check_param(const at::Tensor& x, const at::Tensor& t, const char* name,
                  at::IntArrayRef expected) {
   TORCH_CHECK(t.defined(), "lgl_fused: ", name, " is required, got None");
@@ -271,6 +252,25 @@ at::Tensor lgl_fused_prepared_cpu(const at::Tensor& x, int64_t H, int64_t W, int
 }
 
 }  // namespace
+
+// The float micro-kernels for the current EDGEVIT_CPU_ISA (re-read every call, so it can be
+// changed between calls; the choice itself is cached per value).
+const cpu::LglUKernels<float>& float_ukernels() {
+  static std::mutex mu;
+  static std::string cached_env = "\x01";  // never a real value: forces the first selection
+  static const cpu::LglUKernels<float>* cached = nullptr;
+  const char* env = std::getenv("EDGEVIT_CPU_ISA");
+  const std::string key = env ? env : "";
+  std::lock_guard<std::mutex> lock(mu);
+  if (key != cached_env) {
+    std::string error;
+    const cpu::LglUKernels<float>* uk = cpu::select_ukernels(key.c_str(), &error);
+    TORCH_CHECK(uk != nullptr, error);
+    cached = uk;
+    cached_env = key;
+  }
+  return *cached;
+}
 
 std::string cpu_isa() { return float_ukernels().name; }
 

@@ -3,11 +3,17 @@
 
 #include <c10/core/ScalarType.h>
 
+#include "cpu/lgl_fused_ukernels.h"
+
 #include <cstdint>
 #include <string>
 
 namespace edgevit {
 
+// The float lgl_fused micro-kernels for the current EDGEVIT_CPU_ISA (re-read on every call; a
+// clear error if that ISA is unknown or unavailable). Its `name` is the ISA every edgevit CPU
+// op runs with: the other ops select their own tables by that name.
+const cpu::LglUKernels<float>& float_ukernels();
 std::string cpu_isa();             // the ISA lgl_fused runs with now (honours EDGEVIT_CPU_ISA)
 std::string supported_cpu_isas();  // every ISA this build can run on this CPU
 // Elements of the tensor lgl_prepare returns for these C, sr_ratio and dtype with the ISA in use.
