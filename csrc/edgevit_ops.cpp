@@ -29,6 +29,18 @@ TORCH_LIBRARY(edgevit, m) {
       "float scale, float norm_eps, Tensor prepared) -> Tensor");
   m.def("lgl_prepared_numel(int C, int sr_ratio, ScalarType dtype) -> int",
         &edgevit::lgl_prepared_numel);
+  // The transformer MLP as one op: out = [x +] fc2(GELU(fc1([LayerNorm](x)))), x = [..., C].
+  // mlp_prepare / mlp_fused_prepared split it like lgl_fused. CPU only, inference only.
+  m.def(
+      "mlp_fused(Tensor x, Tensor fc1_weight, Tensor? fc1_bias, Tensor fc2_weight, "
+      "Tensor? fc2_bias, bool layer_norm, Tensor? norm_weight, Tensor? norm_bias, "
+      "float norm_eps, bool residual) -> Tensor");
+  m.def(
+      "mlp_prepare(Tensor fc1_weight, Tensor? fc1_bias, Tensor fc2_weight, Tensor? fc2_bias, "
+      "bool layer_norm, Tensor? norm_weight, Tensor? norm_bias) -> Tensor");
+  m.def("mlp_fused_prepared(Tensor x, Tensor prepared, float norm_eps, bool residual) -> Tensor");
+  m.def("mlp_prepared_numel(int C, int hidden, ScalarType dtype) -> int",
+        &edgevit::mlp_prepared_numel);
   m.def("cpu_isa() -> str", &edgevit::cpu_isa);
   m.def("supported_cpu_isas() -> str", &edgevit::supported_cpu_isas);
 }

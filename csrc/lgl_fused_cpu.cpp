@@ -4,6 +4,7 @@
 // phase 0 alone and returns its buffer, which lgl_fused_prepared reuses for any x (the fused
 // EdgeViT model keeps one per block in eval mode).
 #include "lgl_fused_cpu.h"
+#include "aten_util.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -21,7 +22,6 @@
 namespace edgevit {
 namespace {
 
-using OptTensor = c10::optional<at::Tensor>;
 
 void check_param(const at::Tensor& x, const at::Tensor& t, const char* name,
                  at::IntArrayRef expected) {
@@ -85,35 +85,14 @@ void check_weights(const at::Tensor& x, int64_t C, int64_t r, const at::Tensor& 
   }
 }
 
-template <typename T>
-const T* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<T>() : nullptr;
-}
-
-at::Tensor contig(const OptTensor& t) { return t.has_value() ? t->contiguous() : at::Tensor(); }
-
-cpu::ParallelFor at_parallel_for() {
-  return [](int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
-    at::parallel_for(0, n, 1, fn);
-  };
-}
-
 // ---------------------------------------------------------------------------------------------
 // Prepared weights (lgl_prepare / lgl_fused_prepared)
 //
 // A 1-D tensor of the weights' dtype: a header of kHeader elements, then the buffer
 // cpu::lgl_prepare_weights fills (packed for one micro-kernel table: its panel width and ISA).
-// Header: magic, ISA index in kIsaNames, panel width nr, C, sr_ratio, then zeros.
+// Header: magic, ISA index in kIsaNames (aten_util.h), panel width nr, C, sr_ratio, then zeros.
 constexpr int64_t kHeader = 8;
 constexpr double kMagic = 20221023.0;  // exact in float32 and float64
-const char* const kIsaNames[] = {"scalar", "avx2", "avx512", "neon"};
-
-int64_t isa_index(const char* name) {
-  for (int64_t i = 0; i < 4; ++i)
-    if (std::string(name) == kIsaNames[i]) return i;
-  return -1;
-}
-
 template <typename T>
 const cpu::LglUKernels<T>& ukernels();
 template <>

@@ -18,5 +18,7 @@ std::string cpu_isa();             // the ISA lgl_fused runs with now (honours E
 std::string supported_cpu_isas();  // every ISA this build can run on this CPU
 // Elements of the tensor lgl_prepare returns for these C, sr_ratio and dtype with the ISA in use.
 int64_t lgl_prepared_numel(int64_t C, int64_t sr_ratio, c10::ScalarType dtype);
+// Elements of the tensor mlp_prepare returns for these sizes and dtype with the ISA in use.
+int64_t mlp_prepared_numel(int64_t C, int64_t hidden, c10::ScalarType dtype);
 
 }  // namespace edgevit

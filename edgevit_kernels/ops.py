@@ -1,5 +1,10 @@
-"""Python side of ``edgevit::lgl_fused``: the typed wrapper, fake kernel, autograd formula and the
-CUDA (Triton) registration. The schema and the CPU kernel live in ``csrc/``."""
+"""Python side of the edgevit ops: typed wrappers, fake kernels and autograd formulas, and the CUDA
+(Triton) registration of ``lgl_fused``. The schemas are in ``csrc/edgevit_ops.cpp``, the CPU
+kernels in ``csrc/``.
+
+* ``lgl_fused`` (+ ``lgl_prepare`` / ``lgl_fused_prepared``): GlobalSparseAttn.
+* ``mlp_fused`` (+ ``mlp_prepare`` / ``mlp_fused_prepared``): the blocks' MLP, CPU only.
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -8,10 +13,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .reference import lgl_reference
+from .reference import lgl_reference, mlp_reference
 
-__all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "check_args", "cpu_isa",
-           "supported_cpu_isas", "has_kernel_for"]
+__all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "mlp_fused", "mlp_prepare",
+           "mlp_fused_prepared", "check_args", "cpu_isa", "supported_cpu_isas", "has_kernel_for"]
 
 
 def lgl_fused(
@@ -172,38 +177,40 @@ def _lgl_fused_prepared_fake(x, H, W, num_heads, sr_ratio, scale, norm_eps, prep
     return x.new_empty(x.shape)
 
 
-# Positions of the tensor arguments in the schema; the rest are ints and floats.
-_TENSOR_ARGS = (0, 6, 7, 8, 9, 10, 11, 13, 14)
+def _register_autograd_via_reference(op: str, reference, tensor_args) -> None:
+    """Registers the backward of ``op`` as the vjp of its pure-PyTorch ``reference`` (same
+    arguments), recomputed in the backward pass with ``torch.func.vjp``, which torch.compile can
+    trace. ``tensor_args``: positions of the schema's tensor arguments (the rest are saved as
+    they are). Only the inputs that need a gradient are differentiated."""
+
+    def setup_context(ctx, inputs, output):
+        ctx.inputs = tuple(None if i in tensor_args else a for i, a in enumerate(inputs))
+        ctx.save_for_backward(*(inputs[i] for i in tensor_args))
+
+    def backward(ctx, grad):
+        args = list(ctx.inputs)
+        for i, t in zip(tensor_args, ctx.saved_tensors):
+            args[i] = t
+        wanted = [i for i in tensor_args if ctx.needs_input_grad[i] and args[i] is not None]
+
+        def f(*primals):
+            call = list(args)
+            for i, p in zip(wanted, primals):
+                call[i] = p
+            return reference(*call)
+
+        grads = [None] * len(args)
+        if wanted:
+            _, vjp = torch.func.vjp(f, *(args[i] for i in wanted))
+            for i, g in zip(wanted, vjp(grad.contiguous())):
+                grads[i] = g
+        return tuple(grads)
+
+    torch.library.register_autograd(op, backward, setup_context=setup_context)
 
 
-def _setup_context(ctx, inputs, output):
-    ctx.inputs = tuple(None if i in _TENSOR_ARGS else a for i, a in enumerate(inputs))
-    ctx.save_for_backward(*(inputs[i] for i in _TENSOR_ARGS))
-
-
-def _backward(ctx, grad):
-    # Recomputes through the reference and differentiates it with torch.func.vjp, which
-    # torch.compile can trace. Only the inputs that need a gradient are differentiated.
-    args = list(ctx.inputs)
-    for i, t in zip(_TENSOR_ARGS, ctx.saved_tensors):
-        args[i] = t
-    wanted = [i for i in _TENSOR_ARGS if ctx.needs_input_grad[i] and args[i] is not None]
-
-    def f(*primals):
-        call = list(args)
-        for i, p in zip(wanted, primals):
-            call[i] = p
-        return lgl_reference(*call)
-
-    grads = [None] * len(args)
-    if wanted:
-        _, vjp = torch.func.vjp(f, *(args[i] for i in wanted))
-        for i, g in zip(wanted, vjp(grad.contiguous())):
-            grads[i] = g
-    return tuple(grads)
-
-
-torch.library.register_autograd("edgevit::lgl_fused", _backward, setup_context=_setup_context)
+_register_autograd_via_reference("edgevit::lgl_fused", lgl_reference,
+                                 (0, 6, 7, 8, 9, 10, 11, 13, 14))
 
 
 def _lgl_fused_cuda(*args):
@@ -220,3 +227,111 @@ def _lgl_fused_cuda(*args):
 # Triton is imported on the first CUDA call, so importing this package stays light and works
 # with no GPU and no Triton.
 torch.library.register_kernel("edgevit::lgl_fused", "cuda", _lgl_fused_cuda)
+
+
+# ---------------------------------------------------------------------------------------------
+# mlp_fused: the blocks' MLP, [x +] fc2(GELU(fc1([LayerNorm](x)))). CPU only.
+
+
+def mlp_fused(
+    x: Tensor,
+    fc1_weight: Tensor,
+    fc1_bias: Optional[Tensor],
+    fc2_weight: Tensor,
+    fc2_bias: Optional[Tensor],
+    layer_norm: bool = False,
+    norm_weight: Optional[Tensor] = None,
+    norm_bias: Optional[Tensor] = None,
+    norm_eps: float = 1e-5,
+    residual: bool = False,
+) -> Tensor:
+    """The transformer MLP as one op: ``[x +] fc2(GELU(fc1([LayerNorm](x))))`` (CPU).
+
+    ``x`` is ``[..., C]``; ``fc1_weight`` ``[hidden, C]``, ``fc2_weight`` ``[C, hidden]`` (Linear
+    layout), biases optional. ``layer_norm`` standardises each row over C first, with the
+    optional affine ``norm_weight`` / ``norm_bias`` and ``norm_eps``; ``residual`` adds ``x``.
+    GELU is the exact (erf) one. Returns a contiguous tensor of ``x``'s shape and dtype (float32
+    or float64). No hidden activation is stored: rows go through fc1, GELU and fc2 in blocks of
+    32 in per-thread tiles. Differentiable (the backward recomputes through
+    ``edgevit_kernels.reference.mlp_reference``). See ``mlp_prepare`` for repeated calls."""
+    return torch.ops.edgevit.mlp_fused.default(
+        x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_norm, norm_weight, norm_bias,
+        norm_eps, residual,
+    )
+
+
+def mlp_prepare(
+    fc1_weight: Tensor,
+    fc1_bias: Optional[Tensor],
+    fc2_weight: Tensor,
+    fc2_bias: Optional[Tensor],
+    layer_norm: bool = False,
+    norm_weight: Optional[Tensor] = None,
+    norm_bias: Optional[Tensor] = None,
+) -> Tensor:
+    """The weight preparation of ``mlp_fused`` alone (CPU): fc1 and fc2 packed for the gemm
+    micro-kernels of the ISA in use, the LayerNorm affine folded into fc1. Returns an opaque 1-D
+    tensor for ``mlp_fused_prepared``, valid while the weights do not change and for this ISA."""
+    return torch.ops.edgevit.mlp_prepare.default(
+        fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_norm, norm_weight, norm_bias,
+    )
+
+
+def mlp_fused_prepared(x: Tensor, prepared: Tensor, norm_eps: float = 1e-5,
+                       residual: bool = False) -> Tensor:
+    """``mlp_fused`` with weights from ``mlp_prepare`` (CPU, inference: no autograd). Raises if
+    ``prepared`` does not match ``x`` (C, dtype) or was packed for another ISA."""
+    return torch.ops.edgevit.mlp_fused_prepared.default(x, prepared, norm_eps, residual)
+
+
+def _check_mlp_weights(op, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_norm, norm_weight,
+                       norm_bias):
+    """mlp_fused's weight contract in Python (fake kernels; the C++ kernel checks the same in
+    csrc/mlp_fused_cpu.cpp). Returns (C, hidden)."""
+    def check(cond, msg):
+        torch._check(cond, lambda: f"{op}: {msg}")
+
+    check(fc1_weight.dim() == 2, f"fc1_weight must be 2-D [hidden, C], got shape {list(fc1_weight.shape)}")
+    hidden, C = fc1_weight.shape
+    expected = {"fc1_bias": (fc1_bias, (hidden,)), "fc2_weight": (fc2_weight, (C, hidden)),
+                "fc2_bias": (fc2_bias, (C,)), "norm_weight": (norm_weight, (C,)),
+                "norm_bias": (norm_bias, (C,))}
+    check(layer_norm or (norm_weight is None and norm_bias is None),
+          "norm_weight and norm_bias must be None when layer_norm is False")
+    for name, (t, shape) in expected.items():
+        if t is None:
+            continue
+        check(list(t.shape) == list(shape), f"{name} must have shape {list(shape)}, got {list(t.shape)}")
+        check(t.dtype == fc1_weight.dtype,
+              f"{name} must have the dtype of fc1_weight ({fc1_weight.dtype}), got {t.dtype}")
+    return C, hidden
+
+
+@torch.library.register_fake("edgevit::mlp_fused")
+def _mlp_fused_fake(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_norm, norm_weight,
+                    norm_bias, norm_eps, residual):
+    C, _ = _check_mlp_weights("mlp_fused", fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                              layer_norm, norm_weight, norm_bias)
+    torch._check(x.dim() >= 1 and x.shape[-1] == C,
+                 lambda: f"mlp_fused: x must be [..., C] with C = {C}, got shape {list(x.shape)}")
+    return x.new_empty(x.shape)
+
+
+@torch.library.register_fake("edgevit::mlp_prepare")
+def _mlp_prepare_fake(fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_norm, norm_weight,
+                      norm_bias):
+    C, hidden = _check_mlp_weights("mlp_prepare", fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                                   layer_norm, norm_weight, norm_bias)
+    numel = torch.ops.edgevit.mlp_prepared_numel(C, hidden, fc1_weight.dtype)
+    return fc1_weight.new_empty((numel,))
+
+
+@torch.library.register_fake("edgevit::mlp_fused_prepared")
+def _mlp_fused_prepared_fake(x, prepared, norm_eps, residual):
+    torch._check(prepared.dim() == 1 and prepared.dtype == x.dtype,
+                 lambda: "mlp_fused_prepared: prepared must be a 1-D tensor of x's dtype made by "
+                         "edgevit::mlp_prepare")
+    return x.new_empty(x.shape)
+
+
+_register_autograd_via_reference("edgevit::mlp_fused", mlp_reference, (0, 1, 2, 3, 4, 6, 7))

@@ -62,3 +62,24 @@ def lgl_reference(
         y = F.layer_norm(y, (C,), norm_weight, norm_bias, norm_eps)
 
     return F.linear(y, proj_weight, proj_bias).contiguous()
+
+
+def mlp_reference(
+    x: Tensor,
+    fc1_weight: Tensor,
+    fc1_bias: Optional[Tensor],
+    fc2_weight: Tensor,
+    fc2_bias: Optional[Tensor],
+    layer_norm: bool,
+    norm_weight: Optional[Tensor],
+    norm_bias: Optional[Tensor],
+    norm_eps: float,
+    residual: bool,
+) -> Tensor:
+    """Pure-PyTorch reference of ``edgevit::mlp_fused``: the transformer MLP of EdgeViT's blocks,
+    ``[x +] fc2(GELU(fc1([LayerNorm](x))))`` on ``x = [..., C]`` (exact, erf GELU). With
+    ``layer_norm`` it is SelfAttn's ``x + mlp(norm2(x))``; without, LocalAgg's ``x + mlp(x)`` once
+    its BatchNorm is folded into fc1."""
+    h = F.layer_norm(x, (x.shape[-1],), norm_weight, norm_bias, norm_eps) if layer_norm else x
+    y = F.linear(F.gelu(F.linear(h, fc1_weight, fc1_bias)), fc2_weight, fc2_bias)
+    return x + y if residual else y

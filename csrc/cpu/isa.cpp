@@ -59,6 +59,14 @@ const LglUKernels<float>* select_ukernels(const char* requested, std::string* er
   return nullptr;
 }
 
+const MlpUKernels<float>* mlp_ukernels_named(const char* isa) {
+  if (std::strcmp(isa, "scalar") == 0) return &scalar_mlp_ukernels<float>();
+  if (std::strcmp(isa, "avx2") == 0) return avx2_mlp_ukernels();
+  if (std::strcmp(isa, "avx512") == 0) return avx512_mlp_ukernels();
+  if (std::strcmp(isa, "neon") == 0) return neon_mlp_ukernels();
+  return nullptr;
+}
+
 std::string supported_isas() {
   Candidate c[4];
   candidates(c);

@@ -38,6 +38,7 @@
 // Only intrinsics and plain C in this file: no std:: templates/inline functions, whose
 // AVX-512-compiled copies the linker could pick for callers on CPUs without AVX-512.
 #include "lgl_fused_ukernels.h"
+#include "vmath_avx512.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__FMA__)
 #define EDGEVIT_HAVE_AVX512 1
@@ -68,10 +69,6 @@ constexpr int kMaxNV = 3;
 static inline __m512 opaque(__m512 v) {
   __asm__("" : "+v"(v));
   return v;
-}
-
-static inline __mmask16 tail_mask(int64_t n) {  // first n lanes, 0 <= n <= 16
-  return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -227,27 +224,6 @@ void pack_weight_t_avx512(const float* w, int64_t N, int64_t K, int64_t ldw, int
 
 // ---------------------------------------------------------------------------------------------
 // softmax
-
-// exp(x) for any float x: exp(-inf) = 0, exp(NaN) = NaN, overflow -> inf, denormal results
-// rounded by vscalefps. x = n ln2 + r, |r| <= ln2/2 (ln2 split in two so n*C1 is exact),
-// exp(r) = 1 + r + r^2 P(r) (Cephes expf coefficients).
-static inline __m512 exp512(__m512 x) {
-  // max/min return their second operand when either is NaN: NaN stays NaN.
-  x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);  // exp(-104) rounds to 0
-  x = _mm512_min_ps(_mm512_set1_ps(89.0f), x);    // exp(89) overflows
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(y, n);
-}
 
 void softmax_rows_avx512(int64_t M, int64_t N, float scale, float* S, int64_t ld) {
   if (N <= 0) return;

@@ -192,6 +192,28 @@ def _eval_fast_path(module: nn.Module, x: Tensor, params) -> bool:
         x.requires_grad or any(p is not None and p.requires_grad for p in params)))
 
 
+def _eval_cached(module: nn.Module, slot: str, params, x: Tensor, build):
+    """``build()`` (eval-time derived weights: folded, packed), cached in ``module.<slot>`` as
+    ``(key, value)``; the key is the kernels' ISA, ``x``'s dtype and ``_tensor_key(params)``, so
+    in-place changes, replaced tensors and ISA switches rebuild it. Built uncached when a
+    parameter is an inference tensor (no version counter)."""
+    key = _tensor_key(params)
+    if key is None:
+        return build()
+    key = (_load_kernels().cpu_isa(), x.dtype, key)
+    cached = getattr(module, slot)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    value = build()
+    setattr(module, slot, (key, value))
+    return value
+
+
+def _is_exact_gelu(act: nn.Module) -> bool:
+    """Whether act is the activation mlp_fused computes (nn.GELU with the exact erf form)."""
+    return isinstance(act, nn.GELU) and act.approximate == "none"
+
+
 def _fold_bn_into_1x1(bn: nn.BatchNorm2d, conv: nn.Conv2d):
     """conv(bn(x)) for an eval-mode BatchNorm followed by a 1x1 convolution, as one affine map on
     channels: returns (weight [out, in], bias [out]) of the equivalent Linear."""
@@ -305,22 +327,13 @@ class GlobalSparseAttn(nn.Module):
         return (self.qkv.weight, self.qkv.bias, prop_w, prop_b, norm_w, norm_b,
                 self.proj.weight, self.proj.bias), eps
 
-    def _prepared_weights(self, weights, x: Tensor) -> Optional[Tensor]:
-        """The cached ``lgl_prepare`` of this module's weights for CPU inference, rebuilt when
-        a parameter changes (its version counter, storage or identity), the ISA or the dtype
-        does; None where the cache does not apply (see ``forward_fused``). Never traced by
-        torch.compile: forward_fused does not call it while compiling."""
-        kernels = _load_kernels()
+    def _prepared_weights(self, weights, x: Tensor) -> Tensor:
+        """The ``lgl_prepare`` of this module's weights for CPU inference, cached (see
+        _eval_cached). Never traced by torch.compile: forward_fused does not call it while
+        compiling."""
         params = [w for w in weights if w is not None]
-        if _tensor_key(params) is None:  # an inference tensor: no version counter to key on
-            return None
-        key = (kernels.cpu_isa(), x.dtype, _tensor_key(params))
-        cached = self._prepared
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        prepared = kernels.lgl_prepare(*weights, int(self.sr))
-        self._prepared = (key, prepared)
-        return prepared
+        return _eval_cached(self, "_prepared", params, x,
+                            lambda: _load_kernels().lgl_prepare(*weights, int(self.sr)))
 
     def train(self, mode: bool = True):
         self._prepared = None  # rebuilt on the next eval-mode call
@@ -340,10 +353,9 @@ class GlobalSparseAttn(nn.Module):
         weights, eps = self._op_weights()
         r = int(self.sr)
         if _eval_fast_path(self, x, weights):
-            prepared = self._prepared_weights(weights, x)
-            if prepared is not None:
-                return torch.ops.edgevit.lgl_fused_prepared(
-                    x, int(H), int(W), int(self.num_heads), r, float(self.scale), eps, prepared)
+            return torch.ops.edgevit.lgl_fused_prepared(
+                x, int(H), int(W), int(self.num_heads), r, float(self.scale), eps,
+                self._prepared_weights(weights, x))
         return torch.ops.edgevit.lgl_fused(
             x, int(H), int(W), int(self.num_heads), r, float(self.scale), *weights[:6], eps,
             *weights[6:])
@@ -388,39 +400,40 @@ class LocalAgg(nn.Module):
                 self.norm2.weight, self.norm2.bias, self.norm2.running_mean, self.norm2.running_var,
                 self.mlp.fc1.weight, self.mlp.fc1.bias, self.mlp.fc2.weight, self.mlp.fc2.bias]
 
-    def _folded_weights(self, params):
-        key = _tensor_key(params)
-        cached = self._folded
-        if key is not None and cached is not None and cached[0] == key:
-            return cached[1]
-        with torch.no_grad():
-            w1, b1 = _fold_bn_into_1x1(self.norm1, self.conv1)
-            wf1, bf1 = _fold_bn_into_1x1(self.norm2, self.mlp.fc1)
-            folded = (w1, b1, self.conv2.weight.flatten(1), self.conv2.bias, wf1, bf1,
-                      self.mlp.fc2.weight.flatten(1), self.mlp.fc2.bias)
-        if key is not None:
-            self._folded = (key, folded)
-        return folded
+    def _folded_weights(self, params, x):
+        """(conv1 weight, bias with norm1 folded in, conv2 weight, bias, the mlp_prepare buffer
+        of the MLP with norm2 folded into fc1); cached, see _eval_cached."""
+        def build():
+            with torch.no_grad():
+                w1, b1 = _fold_bn_into_1x1(self.norm1, self.conv1)
+                wf1, bf1 = _fold_bn_into_1x1(self.norm2, self.mlp.fc1)
+                mlp = _load_kernels().mlp_prepare(wf1, bf1, self.mlp.fc2.weight.flatten(1),
+                                                  self.mlp.fc2.bias)
+                return (w1, b1, self.conv2.weight.flatten(1), self.conv2.bias, mlp)
+        return _eval_cached(self, "_folded", params, x, build)
 
     def forward(self, x):
         params = self._fold_params()
-        if (self.fold_eval and _eval_fast_path(self, x, params)
+        if (self.fold_eval and _is_exact_gelu(self.mlp.act) and _eval_fast_path(self, x, params)
                 and _kernels_unavailable(x, self.conv1.weight.dtype) is None):
-            return self.forward_folded(x, self._folded_weights(params))
+            return self.forward_folded(x, self._folded_weights(params, x))
         x = x + self.pos_embed(x)
         x = x + self.drop_path(self.conv2(self.attn(self.conv1(self.norm1(x)))))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x
 
     def forward_folded(self, x, folded):
-        """The eval-mode forward with folded BatchNorms; the same map up to rounding."""
-        w1, b1, w2, b2, wf1, bf1, wf2, bf2 = folded
+        """The eval-mode forward with folded BatchNorms and the fused MLP (edgevit::mlp_fused);
+        the same map up to rounding. x is channels_last, so its [B, H, W, C] view is
+        contiguous and the 1x1 convolutions and the MLP run on it without copies."""
+        w1, b1, w2, b2, mlp = folded
         x = x + self.pos_embed(x)
         u = F.linear(x.permute(0, 2, 3, 1), w1, b1).permute(0, 3, 1, 2)  # BN + conv1
         u = self.attn(u)
         x = x + F.linear(u.permute(0, 2, 3, 1), w2, b2).permute(0, 3, 1, 2)  # conv2
-        h = self.mlp.act(F.linear(x.permute(0, 2, 3, 1), wf1, bf1))  # BN + fc1, GELU
-        return x + F.linear(h, wf2, bf2).permute(0, 3, 1, 2)  # fc2
+        # x + fc2(GELU(fc1(BN(x)))), BN folded into fc1
+        return torch.ops.edgevit.mlp_fused_prepared(x.permute(0, 2, 3, 1), mlp, 0.0,
+                                                    True).permute(0, 3, 1, 2)
 
 
 class SelfAttn(nn.Module):
@@ -437,13 +450,40 @@ class SelfAttn(nn.Module):
         self.norm2 = norm_layer(dim)
         mlp_hidden_dim = int(dim * mlp_ratio)
         self.mlp = Mlp(in_features=dim, hidden_features=mlp_hidden_dim, act_layer=act_layer, drop=drop)
+        # Eval fast path (EdgeVit.set_fused): norm2 + MLP + residual as one edgevit::mlp_fused
+        # call on weights prepared once and cached in _mlp_prepared (see _eval_cached).
+        self.fuse_eval = False
+        self._mlp_prepared = None
+
+    def train(self, mode: bool = True):
+        self._mlp_prepared = None  # rebuilt on the next eval-mode call
+        return super().train(mode)
+
+    def _mlp_params(self):
+        return [self.norm2.weight, self.norm2.bias, self.mlp.fc1.weight, self.mlp.fc1.bias,
+                self.mlp.fc2.weight, self.mlp.fc2.bias]
+
+    def _fused_mlp(self, x: Tensor) -> Optional[Tensor]:
+        """x + mlp(norm2(x)) by edgevit::mlp_fused_prepared, or None where the eval fast path
+        does not apply (then the caller runs the modules)."""
+        params = self._mlp_params()
+        if (not self.fuse_eval or not isinstance(self.norm2, nn.LayerNorm)
+                or not _is_exact_gelu(self.mlp.act)
+                or not _eval_fast_path(self, x, params)
+                or _kernels_unavailable(x, self.mlp.fc1.weight.dtype) is not None):
+            return None
+        prepared = _eval_cached(self, "_mlp_prepared", params, x, lambda: _load_kernels().mlp_prepare(
+            self.mlp.fc1.weight, self.mlp.fc1.bias, self.mlp.fc2.weight, self.mlp.fc2.bias,
+            True, self.norm2.weight, self.norm2.bias))
+        return torch.ops.edgevit.mlp_fused_prepared(x, prepared, float(self.norm2.eps), True)
 
     def forward(self, x):
         x = x + self.pos_embed(x)
         B, N, H, W = x.shape
         x = x.flatten(2).transpose(1, 2)
         x = x + self.drop_path(self.attn(self.norm1(x), H, W))
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        fused = self._fused_mlp(x)
+        x = fused if fused is not None else x + self.drop_path(self.mlp(self.norm2(x)))
         # [B, H*W, C] tokens -> [B, C, H, W] as a view: channels_last strides (canonical ones,
         # also when B = 1), which the next convolution keeps.
         x = x.reshape(B, H, W, N).permute(0, 3, 1, 2)
@@ -572,6 +612,8 @@ class EdgeVit(nn.Module):
                 m._fallback_warned = warned
             elif isinstance(m, LocalAgg):
                 m.fold_eval = self.use_fused
+            elif isinstance(m, SelfAttn):
+                m.fuse_eval = self.use_fused
         return self
 
     @torch.jit.ignore

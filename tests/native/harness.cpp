@@ -33,6 +33,16 @@
 //                   shapes (r = 1..4 and 8, sides r does not divide, C not a multiple of 16,
 //                   several heads, strided x), serial or one-task-at-a-time ParallelFor:
 //                   |o - o_ref| <= 1e-4 (1 + |o_ref|).
+//   mlp_fused (the MLP op's table, paired with the gemm table of the same ISA):
+//     gelu          n = 1..80 and 1000 over [-12, 12], plus 0, +-tiny, +-inf and NaN:
+//                   |g - g_ref| <= 4e-7 (1 + |x|) vs scalar's std::erf (A&S erf: 1.5e-7);
+//                   NaN where scalar has NaN.
+//     standardize_rows  M 1..4 x C 1..70, 96, 144, 240, 384, ldx / ldo > C, ordinary rows and
+//                   rows of mean 1e4: |o - o_ref| <= 1e-5 (1 + |o_ref|).
+//     add           n = 1..80: bit-exact.
+//     mlp_prepare_weights + mlp_forward  the whole driver with each table vs scalar (M up to
+//                   100, C and hidden with tails, LayerNorm and residual on/off, serial or
+//                   one-task-at-a-time): |o - o_ref| <= 1e-4 (1 + |o_ref|).
 //
 // Out-of-bounds checks: every input the kernels read (A, packed B, bias, softmax rows, y, pwt,
 // pb, src, scale, e, the prepared weights, the workspace) ends exactly at a PROT_NONE guard page,
@@ -68,10 +78,12 @@
 #include "../../csrc/cpu/isa.h"
 #include "../../csrc/cpu/lgl_fused.h"
 #include "../../csrc/cpu/lgl_fused_ukernels.h"
+#include "../../csrc/cpu/mlp_fused.h"
 
 using edgevit::cpu::LglArgs;
 using edgevit::cpu::LglUKernels;
 using UK = LglUKernels<float>;
+using MUK = edgevit::cpu::MlpUKernels<float>;
 
 namespace {
 
@@ -135,7 +147,7 @@ struct Tally {
   const char* isa;
   int64_t cases = 0, failures = 0;
   double gemm_worst = 0, softmax_worst = 0, rstd_worst = 0, scale_worst = 0,  // err / tol
-      fused_worst = 0;
+      fused_worst = 0, gelu_worst = 0, standardize_worst = 0, mlp_worst = 0;
   double exp_ulp = 0;
   double rstd_err[2] = {0, 0};  // max |r - r_ref| / r_ref: ordinary inputs, large-mean inputs
   double rstd_err64 = 0;        // max |r - float64 rstd of the same inputs| / it, large mean
@@ -784,6 +796,158 @@ void test_fused(const std::vector<const UK*>& isas, std::vector<Tally>& tallies)
 }
 
 // ------------------------------------------------------------------------------------------
+// mlp_fused micro-kernels and driver
+
+const MUK* mlp_table(const UK* uk) { return edgevit::cpu::mlp_ukernels_named(uk->name); }
+
+void test_mlp_ukernels(const std::vector<const UK*>& isas, std::vector<Tally>& tallies) {
+  const MUK& ref = edgevit::cpu::scalar_mlp_ukernels<float>();
+  const float specials[] = {0.f, -0.f, 1e-30f, -1e-30f, INFINITY, NAN, 3.9f, -3.9f, 12.f, -12.f};
+  std::vector<int64_t> ns;
+  for (int64_t n = 1; n <= 80; ++n) ns.push_back(n);
+  ns.push_back(1000);
+  for (int64_t n : ns) {
+    Guarded in(n);
+    for (int64_t i = 0; i < n; ++i) in[i] = i < 10 && n >= 10 ? specials[i] : uniform(-12.f, 12.f);
+    std::vector<float> want(in.data(), in.data() + n);
+    ref.gelu(n, want.data());
+    for (size_t t = 0; t < isas.size(); ++t) {
+      Tally& tally = tallies[t];
+      ++tally.cases;
+      Guarded h(n);
+      std::copy(in.data(), in.data() + n, h.data());
+      CURRENT("%s gelu n=%ld", isas[t]->name, long(n));
+      mlp_table(isas[t])->gelu(n, h.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const double x = in[i], w = want[i], got = h[i];
+        if (std::isnan(w) != std::isnan(got)) {
+          fail(tally, "gelu n=%ld: gelu(%g) = %g, scalar %g", long(n), x, got, w);
+          break;
+        }
+        if (std::isnan(w) || std::isinf(x)) continue;
+        const double tol = 4e-7 * (1.0 + std::fabs(x)), err = std::fabs(got - w);
+        tally.gelu_worst = std::max(tally.gelu_worst, err / tol);
+        if (!(err <= tol)) {
+          fail(tally, "gelu n=%ld: gelu(%.9g) = %.9g, scalar %.9g", long(n), x, got, w);
+          break;
+        }
+      }
+    }
+    // add: bit-exact
+    Guarded src(n);
+    for (int64_t i = 0; i < n; ++i) src[i] = normal();
+    std::vector<float> sum(in.data(), in.data() + n);
+    ref.add(n, src.data(), sum.data());
+    for (size_t t = 0; t < isas.size(); ++t) {
+      ++tallies[t].cases;
+      Guarded dst(n);
+      std::copy(in.data(), in.data() + n, dst.data());
+      CURRENT("%s add n=%ld", isas[t]->name, long(n));
+      mlp_table(isas[t])->add(n, src.data(), dst.data());
+      if (std::memcmp(dst.data(), sum.data(), size_t(n) * 4) != 0)
+        fail(tallies[t], "add n=%ld: differs from scalar", long(n));
+    }
+  }
+  std::vector<int64_t> Cs;
+  for (int64_t C = 1; C <= 70; ++C) Cs.push_back(C);
+  for (int64_t C : {96, 144, 240, 384}) Cs.push_back(C);
+  for (int64_t M = 1; M <= 4; ++M)
+    for (int64_t C : Cs)
+      for (int large_mean = 0; large_mean < 2; ++large_mean) {
+        const int64_t ldx = C + (M + C) % 3, ldo = C + (C % 2) * 5;
+        Guarded x(M * ldx);
+        for (int64_t i = 0; i < M * ldx; ++i) x[i] = (large_mean ? 1e4f : 0.f) + 2.f * normal();
+        std::vector<float> want(M * ldo, 0.f);
+        ref.standardize_rows(M, C, x.data(), ldx, 1e-6f, want.data(), ldo);
+        for (size_t t = 0; t < isas.size(); ++t) {
+          Tally& tally = tallies[t];
+          ++tally.cases;
+          Guarded out(M * ldo);
+          out.fill(canary());
+          CURRENT("%s standardize_rows M=%ld C=%ld", isas[t]->name, long(M), long(C));
+          mlp_table(isas[t])->standardize_rows(M, C, x.data(), ldx, 1e-6f, out.data(), ldo);
+          bool bad = false;
+          for (int64_t m = 0; m < M && !bad; ++m)
+            for (int64_t c = 0; c < ldo && !bad; ++c) {
+              const float got = out[m * ldo + c];
+              if (c >= C) {
+                if (!is_canary(got)) {
+                  fail(tally, "standardize_rows M=%ld C=%ld: wrote the gap at [%ld][%ld]",
+                       long(M), long(C), long(m), long(c));
+                  bad = true;
+                }
+                continue;
+              }
+              const double w = want[m * ldo + c], err = std::fabs(double(got) - w);
+              const double tol = 1e-5 * (1.0 + std::fabs(w));
+              tally.standardize_worst = std::max(tally.standardize_worst, err / tol);
+              if (!(err <= tol)) {
+                fail(tally, "standardize_rows M=%ld C=%ld large_mean=%d: [%ld][%ld] = %.9g, "
+                     "scalar %.9g", long(M), long(C), large_mean, long(m), long(c), got, w);
+                bad = true;
+              }
+            }
+        }
+      }
+}
+
+struct MlpShape {
+  int64_t M, C, hidden;
+  bool layer_norm, residual;
+};
+
+void test_mlp_driver(const std::vector<const UK*>& isas, std::vector<Tally>& tallies) {
+  const MlpShape shapes[] = {{1, 1, 1, true, true},     {33, 5, 7, true, false},
+                             {100, 36, 144, true, true}, {64, 48, 192, false, true},
+                             {31, 17, 40, false, false}, {49, 72, 288, true, true}};
+  for (const MlpShape& s : shapes)
+    for (int one_by_one = 0; one_by_one < 2; ++one_by_one) {
+      std::vector<float> x(s.M * s.C), w1(s.hidden * s.C), b1(s.hidden), w2(s.C * s.hidden),
+          b2(s.C), nw(s.C), nb(s.C);
+      for (float& v : x) v = 1.5f * normal();
+      for (float& v : w1) v = normal() / std::sqrt(float(s.C));
+      for (float& v : w2) v = normal() / std::sqrt(float(s.hidden));
+      for (std::vector<float>* v : {&b1, &b2, &nb})
+        for (float& e : *v) e = 0.3f * normal();
+      for (float& v : nw) v = uniform(0.5f, 1.5f);
+      edgevit::cpu::MlpArgs<float> a{};
+      a.M = s.M; a.C = s.C; a.hidden = s.hidden; a.layer_norm = s.layer_norm;
+      a.residual = s.residual; a.eps = 1e-6f;
+      a.norm_w = nw.data(); a.norm_b = nb.data();
+      a.fc1_w = w1.data(); a.fc1_b = b1.data(); a.fc2_w = w2.data(); a.fc2_b = b2.data();
+      a.x = x.data();
+      const edgevit::cpu::ParallelFor pf = one_by_one ? one_by_one_for : serial_for;
+      auto run = [&](const UK& uk, std::vector<float>& out) {
+        std::vector<float> weights(edgevit::cpu::mlp_weights_size(s.C, s.hidden, uk.nr));
+        out.assign(s.M * s.C, 0.f);
+        a.out = out.data();
+        edgevit::cpu::mlp_prepare_weights<float>(a, uk, weights.data(), pf);
+        edgevit::cpu::mlp_forward<float>(a, uk, *mlp_table(&uk), weights.data(), pf);
+      };
+      std::vector<float> want, got;
+      run(edgevit::cpu::scalar_ukernels<float>(), want);
+      for (size_t t = 0; t < isas.size(); ++t) {
+        Tally& tally = tallies[t];
+        ++tally.cases;
+        CURRENT("%s mlp_forward M=%ld C=%ld hidden=%ld", isas[t]->name, long(s.M), long(s.C),
+                long(s.hidden));
+        run(*isas[t], got);
+        for (int64_t i = 0; i < s.M * s.C; ++i) {
+          const double err = std::fabs(double(got[i]) - want[i]);
+          const double tol = 1e-4 * (1.0 + std::fabs(double(want[i])));
+          tally.mlp_worst = std::max(tally.mlp_worst, err / tol);
+          if (!(err <= tol)) {
+            fail(tally, "mlp_forward M=%ld C=%ld hidden=%ld: out[%ld] = %.9g, scalar %.9g",
+                 long(s.M), long(s.C), long(s.hidden), long(i), got[i], want[i]);
+            break;
+          }
+        }
+      }
+    }
+}
+
+
+// ------------------------------------------------------------------------------------------
 // bench
 
 double now_s() {
@@ -984,6 +1148,8 @@ int main(int argc, char** argv) {
   test_prop_rstd(isas, tallies);
   test_scale_rows(isas, tallies);
   test_fused(isas, tallies);
+  test_mlp_ukernels(isas, tallies);
+  test_mlp_driver(isas, tallies);
   bool ok = true;
   for (size_t t = 0; t < isas.size(); ++t) {
     const Tally& tl = tallies[t];
@@ -993,6 +1159,8 @@ int main(int argc, char** argv) {
                 tl.isa, tl.gemm_worst, tl.softmax_worst, tl.rstd_worst, tl.scale_worst,
                 tl.fused_worst, softmax_rel[t], tl.exp_ulp, tl.rstd_err[0], long(kInfoMinC),
                 tl.rstd_err[1], tl.rstd_err64, g_scalar_rstd_err64);
+    std::printf("  %s mlp_fused worst err/tol: gelu %.3f standardize_rows %.3f driver %.3f\n",
+                tl.isa, tl.gelu_worst, tl.standardize_worst, tl.mlp_worst);
   }
   for (const Tally& tl : tallies) {
     if (tl.failures) {

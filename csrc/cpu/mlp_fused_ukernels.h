@@ -1,0 +1,46 @@
+// Micro-kernels of edgevit::mlp_fused (the transformer MLP: optional LayerNorm, fc1, GELU, fc2,
+// optional residual; driver in mlp_fused.cpp). Torch-free: plain pointers, sizes and strides.
+//
+// The two products run on the lgl_fused gemm (LglUKernels<T>::gemm, packed-B layout of
+// lgl_fused_ukernels.h) of the same ISA; this table holds the element-wise steps around them.
+// The scalar variant (mlp_fused_scalar.cpp) is always compiled, is the readable reference and is
+// also instantiated for double; the ISA files get their flags per file, like the lgl ones.
+#pragma once
+
+#include <cstdint>
+
+namespace edgevit {
+namespace cpu {
+
+template <typename T>
+struct MlpUKernels {
+  const char* name;  // "scalar", "avx2", "avx512", "neon": the LglUKernels table it pairs with
+
+  // In place for i < n: h[i] = h[i] / 2 * (1 + erf(h[i] / sqrt(2)))  (exact GELU, nn.GELU()).
+  // Float SIMD variants use erf(x) = 1 - t P(t) exp(-x^2), t = 1 / (1 + p|x|) (Abramowitz &
+  // Stegun 7.1.26, |error| <= 1.5e-7: the formula of ATen's vectorised erf); scalar uses std::erf.
+  void (*gelu)(int64_t n, T* h);
+
+  // For m < M: out[m*ldo + c] = (x[m*ldx + c] - mean) / sqrt(var + eps), c < C, with the two-pass
+  // statistics of row m (mean, then the mean of squared deviations), computed on the row shifted
+  // by its first element: u[c] = x[c] - x[0] (exact while the row's values are within a factor
+  // of two of each other), mean_u, d[c] = u[c] - mean_u. So a large common offset costs nothing:
+  // the mean is never rounded at the offset's magnitude. The LayerNorm's affine weight and bias
+  // are folded into fc1 by the driver, so only the standardisation is here.
+  void (*standardize_rows)(int64_t M, int64_t C, const T* x, int64_t ldx, T eps, T* out,
+                           int64_t ldo);
+
+  // For i < n: dst[i] += src[i]  (the residual).
+  void (*add)(int64_t n, const T* src, T* dst);
+};
+
+template <typename T>
+const MlpUKernels<T>& scalar_mlp_ukernels();
+
+// Null when that ISA's code is not compiled into this build (see lgl_fused_ukernels.h).
+const MlpUKernels<float>* avx2_mlp_ukernels();
+const MlpUKernels<float>* avx512_mlp_ukernels();
+const MlpUKernels<float>* neon_mlp_ukernels();
+
+}  // namespace cpu
+}  // namespace edgevit

@@ -1,0 +1,217 @@
+// CPU kernels of edgevit::mlp_fused, mlp_prepare and mlp_fused_prepared: argument checks,
+// layouts and threading around the torch-free driver in cpu/mlp_fused.cpp.
+// mlp_fused prepares the weights (packing, LayerNorm affine folded into fc1) on every call;
+// mlp_prepare does it once and mlp_fused_prepared reuses the buffer for any x (the fused EdgeViT
+// model keeps one per MLP in eval mode).
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "aten_util.h"
+#include "cpu/isa.h"
+#include "cpu/mlp_fused.h"
+#include "lgl_fused_cpu.h"
+
+namespace edgevit {
+namespace {
+
+// Prepared buffer: a header of kHeader elements, then cpu::mlp_prepare_weights' buffer.
+// Header: magic, ISA index (kIsaNames), panel width nr, C, hidden, layer_norm, then zeros.
+constexpr int64_t kHeader = 8;
+constexpr double kMagic = 20221101.0;  // exact in float32 and float64; differs from lgl's
+
+template <typename T>
+struct Tables {
+  const cpu::LglUKernels<T>& gemm;
+  const cpu::MlpUKernels<T>& mlp;
+};
+
+template <typename T>
+Tables<T> tables();
+template <>
+Tables<float> tables<float>() {
+  const cpu::LglUKernels<float>& gemm = float_ukernels();
+  const cpu::MlpUKernels<float>* mlp = cpu::mlp_ukernels_named(gemm.name);
+  TORCH_CHECK(mlp != nullptr, "mlp_fused: no micro-kernels for ISA '", gemm.name, "'");
+  return {gemm, *mlp};
+}
+template <>
+Tables<double> tables<double>() {
+  return {cpu::scalar_ukernels<double>(), cpu::scalar_mlp_ukernels<double>()};
+}
+
+void check_weight(const char* op, const at::Tensor& like, const OptTensor& t, const char* name,
+                  at::IntArrayRef expected, bool required) {
+  if (!t.has_value()) {
+    TORCH_CHECK(!required, op, ": ", name, " is required, got None");
+    return;
+  }
+  TORCH_CHECK(t->sizes() == expected, op, ": ", name, " must have shape ", expected, ", got ",
+              t->sizes());
+  TORCH_CHECK(t->scalar_type() == like.scalar_type(), op, ": ", name,
+              " must have the dtype of fc1_weight (", like.scalar_type(), "), got ",
+              t->scalar_type());
+  TORCH_CHECK(t->device() == like.device(), op, ": ", name, " must be on the device of "
+              "fc1_weight (", like.device(), "), got ", t->device());
+}
+
+// Checks the weights; returns (C, hidden).
+std::pair<int64_t, int64_t> check_weights(const char* op, const at::Tensor& fc1_weight,
+                                          const OptTensor& fc1_bias, const at::Tensor& fc2_weight,
+                                          const OptTensor& fc2_bias, bool layer_norm,
+                                          const OptTensor& norm_weight,
+                                          const OptTensor& norm_bias) {
+  TORCH_CHECK(fc1_weight.dim() == 2, op, ": fc1_weight must be 2-D [hidden, C], got shape ",
+              fc1_weight.sizes());
+  TORCH_CHECK(fc1_weight.scalar_type() == at::kFloat || fc1_weight.scalar_type() == at::kDouble,
+              op, ": the weights must be float32 or float64, got ", fc1_weight.scalar_type());
+  const int64_t hidden = fc1_weight.size(0), C = fc1_weight.size(1);
+  TORCH_CHECK(hidden >= 1 && C >= 1, op, ": fc1_weight must be non-empty, got shape ",
+              fc1_weight.sizes());
+  check_weight(op, fc1_weight, fc1_bias, "fc1_bias", {hidden}, false);
+  check_weight(op, fc1_weight, fc2_weight, "fc2_weight", {C, hidden}, true);
+  check_weight(op, fc1_weight, fc2_bias, "fc2_bias", {C}, false);
+  TORCH_CHECK(layer_norm || (!norm_weight.has_value() && !norm_bias.has_value()), op,
+              ": norm_weight and norm_bias must be None when layer_norm is False");
+  check_weight(op, fc1_weight, norm_weight, "norm_weight", {C}, false);
+  check_weight(op, fc1_weight, norm_bias, "norm_bias", {C}, false);
+  return {C, hidden};
+}
+
+void check_x(const char* op, const at::Tensor& x, const at::Tensor& like, int64_t C) {
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == C, op, ": x must be [..., C] with C = ", C,
+              " (the weights' features), got shape ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == like.scalar_type(), op, ": x must have the weights' dtype (",
+              like.scalar_type(), "), got ", x.scalar_type());
+  TORCH_CHECK(x.device() == like.device(), op, ": x must be on the weights' device (",
+              like.device(), "), got ", x.device());
+}
+
+template <typename T>
+void prepare_into(const Tables<T>& tb, int64_t C, int64_t hidden, const at::Tensor& fc1_weight,
+                  const OptTensor& fc1_bias, const at::Tensor& fc2_weight,
+                  const OptTensor& fc2_bias, bool layer_norm, const OptTensor& norm_weight,
+                  const OptTensor& norm_bias, at::Tensor& buffer) {
+  const at::Tensor w1 = fc1_weight.contiguous(), w2 = fc2_weight.contiguous();
+  const at::Tensor b1 = contig(fc1_bias), b2 = contig(fc2_bias);
+  const at::Tensor nw = contig(norm_weight), nb = contig(norm_bias);
+  cpu::MlpArgs<T> a{};
+  a.C = C; a.hidden = hidden; a.layer_norm = layer_norm;
+  a.norm_w = ptr_or_null<T>(nw);
+  a.norm_b = ptr_or_null<T>(nb);
+  a.fc1_w = w1.const_data_ptr<T>();
+  a.fc1_b = ptr_or_null<T>(b1);
+  a.fc2_w = w2.const_data_ptr<T>();
+  a.fc2_b = ptr_or_null<T>(b2);
+  T* p = buffer.data_ptr<T>();
+  const T header[kHeader] = {T(kMagic), T(isa_index(tb.gemm.name)), T(tb.gemm.nr), T(C),
+                             T(hidden), T(layer_norm ? 1 : 0), 0, 0};
+  std::copy(header, header + kHeader, p);
+  cpu::mlp_prepare_weights<T>(a, tb.gemm, p + kHeader, at_parallel_for());
+}
+
+template <typename T>
+at::Tensor forward(const Tables<T>& tb, const at::Tensor& x, int64_t C, int64_t hidden,
+                   bool layer_norm, double norm_eps, bool residual, const at::Tensor& prepared) {
+  const at::Tensor xc = x.contiguous();
+  at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+  cpu::MlpArgs<T> a{};
+  a.M = x.numel() / C; a.C = C; a.hidden = hidden;
+  a.layer_norm = layer_norm; a.residual = residual;
+  a.eps = static_cast<T>(norm_eps);
+  a.x = xc.const_data_ptr<T>();
+  a.out = out.data_ptr<T>();
+  cpu::mlp_forward<T>(a, tb.gemm, tb.mlp, prepared.const_data_ptr<T>() + kHeader,
+                      at_parallel_for());
+  return out;
+}
+
+at::Tensor new_prepared(const at::Tensor& like, int64_t C, int64_t hidden, int64_t nr) {
+  return at::empty({kHeader + cpu::mlp_weights_size(C, hidden, nr)},
+                   like.options().memory_format(at::MemoryFormat::Contiguous));
+}
+
+at::Tensor mlp_fused_cpu(const at::Tensor& x, const at::Tensor& fc1_weight,
+                         const OptTensor& fc1_bias, const at::Tensor& fc2_weight,
+                         const OptTensor& fc2_bias, bool layer_norm,
+                         const OptTensor& norm_weight, const OptTensor& norm_bias,
+                         double norm_eps, bool residual) {
+  const auto [C, hidden] = check_weights("mlp_fused", fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                                         layer_norm, norm_weight, norm_bias);
+  check_x("mlp_fused", x, fc1_weight, C);
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlp_fused", [&] {
+    const Tables<scalar_t> tb = tables<scalar_t>();
+    at::Tensor prepared = new_prepared(x, C, hidden, tb.gemm.nr);
+    prepare_into<scalar_t>(tb, C, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                           layer_norm, norm_weight, norm_bias, prepared);
+    out = forward<scalar_t>(tb, x, C, hidden, layer_norm, norm_eps, residual, prepared);
+  });
+  return out;
+}
+
+at::Tensor mlp_prepare_cpu(const at::Tensor& fc1_weight, const OptTensor& fc1_bias,
+                           const at::Tensor& fc2_weight, const OptTensor& fc2_bias,
+                           bool layer_norm, const OptTensor& norm_weight,
+                           const OptTensor& norm_bias) {
+  const auto [C, hidden] = check_weights("mlp_prepare", fc1_weight, fc1_bias, fc2_weight,
+                                         fc2_bias, layer_norm, norm_weight, norm_bias);
+  at::Tensor prepared;
+  AT_DISPATCH_FLOATING_TYPES(fc1_weight.scalar_type(), "mlp_prepare", [&] {
+    const Tables<scalar_t> tb = tables<scalar_t>();
+    prepared = new_prepared(fc1_weight, C, hidden, tb.gemm.nr);
+    prepare_into<scalar_t>(tb, C, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                           layer_norm, norm_weight, norm_bias, prepared);
+  });
+  return prepared;
+}
+
+at::Tensor mlp_fused_prepared_cpu(const at::Tensor& x, const at::Tensor& prepared,
+                                  double norm_eps, bool residual) {
+  TORCH_CHECK(prepared.dim() == 1 && prepared.is_contiguous() && prepared.numel() >= kHeader,
+              "mlp_fused_prepared: prepared must be a contiguous 1-D tensor made by "
+              "edgevit::mlp_prepare, got shape ", prepared.sizes());
+  TORCH_CHECK(x.scalar_type() == prepared.scalar_type() && x.device() == prepared.device(),
+              "mlp_fused_prepared: x must have the dtype and device of prepared (",
+              prepared.scalar_type(), ", ", prepared.device(), "), got ", x.scalar_type(), ", ",
+              x.device());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "mlp_fused_prepared: x must be float32 or float64, got ", x.scalar_type());
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlp_fused_prepared", [&] {
+    const Tables<scalar_t> tb = tables<scalar_t>();
+    const scalar_t* h = prepared.const_data_ptr<scalar_t>();
+    TORCH_CHECK(h[0] == scalar_t(kMagic),
+                "mlp_fused_prepared: prepared was not made by edgevit::mlp_prepare");
+    const int64_t isa = int64_t(h[1]), nr = int64_t(h[2]), C = int64_t(h[3]);
+    const int64_t hidden = int64_t(h[4]);
+    const bool layer_norm = h[5] != scalar_t(0);
+    TORCH_CHECK(isa == isa_index(tb.gemm.name) && nr == tb.gemm.nr, "mlp_fused_prepared: "
+                "prepared was packed for ISA '", isa >= 0 && isa < 4 ? kIsaNames[isa] : "?",
+                "', but the op now runs '", tb.gemm.name,
+                "' (EDGEVIT_CPU_ISA changed?): call mlp_prepare again");
+    TORCH_CHECK(prepared.numel() == kHeader + cpu::mlp_weights_size(C, hidden, nr),
+                "mlp_fused_prepared: prepared has ", prepared.numel(), " elements, expected ",
+                kHeader + cpu::mlp_weights_size(C, hidden, nr));
+    TORCH_CHECK(x.dim() >= 1 && x.size(-1) == C, "mlp_fused_prepared: x must be [..., C] with "
+                "C = ", C, " (the prepared weights' features), got shape ", x.sizes());
+    out = forward<scalar_t>(tb, x, C, hidden, layer_norm, norm_eps, residual, prepared);
+  });
+  return out;
+}
+
+}  // namespace
+
+int64_t mlp_prepared_numel(int64_t C, int64_t hidden, c10::ScalarType dtype) {
+  TORCH_CHECK(C >= 1 && hidden >= 1, "mlp_prepared_numel: C and hidden must be >= 1, got C = ",
+              C, ", hidden = ", hidden);
+  const int64_t nr = dtype == at::kDouble ? cpu::scalar_ukernels<double>().nr : float_ukernels().nr;
+  return kHeader + cpu::mlp_weights_size(C, hidden, nr);
+}
+
+TORCH_LIBRARY_IMPL(edgevit, CPU, m) {
+  m.impl("mlp_fused", &mlp_fused_cpu);
+  m.impl("mlp_prepare", &mlp_prepare_cpu);
+  m.impl("mlp_fused_prepared", &mlp_fused_prepared_cpu);
+}
+
+}  // namespace edgevit
