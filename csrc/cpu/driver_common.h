@@ -19,7 +19,8 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 struct Blocks {
   int64_t count, size;
   Blocks(int64_t n, int64_t max_block)
-      : count(std::max<int64_t>(1, ceil_div(n, max_block))), size(std::max<int64_t>(1, ceil_div(n, count))) {}
+      : count(std::max<int64_t>(1, ceil_div(n, max_block))),
+        size(std::max<int64_t>(1, ceil_div(n, count))) {}
   int64_t begin(int64_t i) const { return i * size; }
   int64_t len(int64_t i, int64_t n) const { return std::min(size, n - i * size); }
 };

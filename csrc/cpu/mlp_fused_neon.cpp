@@ -4,8 +4,8 @@
 //
 // Invariants: every kernel touches only elements < n (< C of a row); a tail of n % 4 elements
 // goes through a register-sized temporary (load_partial / store_partial, vmath_neon.h).
-// Numerics: GELU's erf is Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7, as ATen's vectorised
-// erf) with exp_neon (vmath_neon.h). Row statistics are summed in 4 lanes, then reduced.
+// Numerics: GELU's erf is a rational approximation (|error| <= 4.5e-7; see gelu below). Row
+// statistics are summed in 4 lanes, then reduced.
 //
 // Only intrinsics and plain C in this file (ODR hazard of per-ISA files, see lgl_fused_avx512.cpp).
 #include "mlp_fused_ukernels.h"
@@ -23,23 +23,29 @@ namespace cpu {
 namespace {
 
 // x / 2 * (1 + erf(x / sqrt 2)).
+// erf(x) = x P(x^2) / Q(x^2) on x clamped to [-4, 4] (the rational approximation of Eigen's
+// fast erf: degree 6 / 4 in x^2, |error| <= 4.5e-7 in float, measured against std::erf over
+// [-6, 6]): 12 FMAs and a reciprocal, about half the work of 1 - t P(t) exp(-x^2). Clamping
+// also makes infinite x give erf = +-1, and NaN stays NaN through x itself.
 static inline float32x4_t gelu_neon4(float32x4_t x) {
-  const float32x4_t one = vdupq_n_f32(1.0f);
-  const float32x4_t z = vmulq_f32(x, vdupq_n_f32(0.70710678118654752f));
-  // |z| capped at 10, where erf is 1 in float (the x86 variants need it for 1 / d; kept alike).
-  const float32x4_t az = vminq_f32(vabsq_f32(z), vdupq_n_f32(10.0f));
-  const float32x4_t t = vdivq_f32(one, vfmaq_f32(one, vdupq_n_f32(0.3275911f), az));
-  float32x4_t p = vdupq_n_f32(1.061405429f);
-  p = vfmaq_f32(vdupq_n_f32(-1.453152027f), p, t);
-  p = vfmaq_f32(vdupq_n_f32(1.421413741f), p, t);
-  p = vfmaq_f32(vdupq_n_f32(-0.284496736f), p, t);
-  p = vfmaq_f32(vdupq_n_f32(0.254829592f), p, t);
-  p = vmulq_f32(p, t);
-  const float32x4_t e = exp_neon(vnegq_f32(vmulq_f32(az, az)));
-  const float32x4_t erf_abs = vfmsq_f32(one, p, e);  // in [0, 1]
-  const uint32x4_t sign = vdupq_n_u32(0x80000000u);
-  const float32x4_t erf = vbslq_f32(sign, z, erf_abs);  // |erf| with the sign of z
-  return vmulq_f32(vmulq_f32(x, vdupq_n_f32(0.5f)), vaddq_f32(one, erf));
+  const float32x4_t xs = vmulq_f32(x, vdupq_n_f32(0.70710678118654752f));
+  // vminq / vmaxq propagate NaN.
+  const float32x4_t z = vmaxq_f32(vdupq_n_f32(-4.0f), vminq_f32(vdupq_n_f32(4.0f), xs));
+  const float32x4_t z2 = vmulq_f32(z, z);
+  float32x4_t p = vdupq_n_f32(-2.72614225801306e-10f);
+  p = vfmaq_f32(vdupq_n_f32(2.77068142495902e-08f), p, z2);
+  p = vfmaq_f32(vdupq_n_f32(-2.10102402082508e-06f), p, z2);
+  p = vfmaq_f32(vdupq_n_f32(-5.69250639462346e-05f), p, z2);
+  p = vfmaq_f32(vdupq_n_f32(-7.34990630326855e-04f), p, z2);
+  p = vfmaq_f32(vdupq_n_f32(-2.95459980854025e-03f), p, z2);
+  p = vfmaq_f32(vdupq_n_f32(-1.60960333262415e-02f), p, z2);
+  float32x4_t q = vdupq_n_f32(-1.45660718464996e-05f);
+  q = vfmaq_f32(vdupq_n_f32(-2.13374055278905e-04f), q, z2);
+  q = vfmaq_f32(vdupq_n_f32(-1.68282697438203e-03f), q, z2);
+  q = vfmaq_f32(vdupq_n_f32(-7.37332916720468e-03f), q, z2);
+  q = vfmaq_f32(vdupq_n_f32(-1.42647390514189e-02f), q, z2);
+  const float32x4_t erf = vdivq_f32(vmulq_f32(z, p), q);
+  return vmulq_f32(vmulq_f32(x, vdupq_n_f32(0.5f)), vaddq_f32(vdupq_n_f32(1.0f), erf));
 }
 
 void gelu_neon(int64_t n, float* h) {
@@ -57,30 +63,29 @@ void standardize_rows_neon(int64_t M, int64_t C, const float* x, int64_t ldx, fl
     const float* xr = x + m * ldx;
     float* o = out + m * ldo;
     const float32x4_t x0 = vdupq_n_f32(xr[0]);  // shift (see mlp_fused_ukernels.h)
-    // u = x - x0; the tail's lanes past rem are zeroed
+    // u = x - x0 at column c; the tail's lanes past rem are 0
+    auto u = [&](int64_t c) { return vsubq_f32(vld1q_f32(xr + c), x0); };
+    auto masked = [&](float32x4_t v) {
+      return vreinterpretq_f32_u32(vandq_u32(tm, vreinterpretq_u32_f32(v)));
+    };
+    auto u_tail = [&] { return masked(vsubq_f32(load_partial(xr + cfull, rem), x0)); };
     float32x4_t s = vdupq_n_f32(0.0f);
-    for (int64_t c = 0; c < cfull; c += 4) s = vaddq_f32(s, vsubq_f32(vld1q_f32(xr + c), x0));
-    if (rem)
-      s = vaddq_f32(s, vreinterpretq_f32_u32(vandq_u32(
-                           tm, vreinterpretq_u32_f32(vsubq_f32(load_partial(xr + cfull, rem), x0)))));
+    for (int64_t c = 0; c < cfull; c += 4) s = vaddq_f32(s, u(c));
+    if (rem) s = vaddq_f32(s, u_tail());
     const float32x4_t mean = vdupq_n_f32(vaddvq_f32(s) * inv_c);
     float32x4_t q = vdupq_n_f32(0.0f);
     for (int64_t c = 0; c < cfull; c += 4) {
-      const float32x4_t d = vsubq_f32(vsubq_f32(vld1q_f32(xr + c), x0), mean);
+      const float32x4_t d = vsubq_f32(u(c), mean);
       q = vfmaq_f32(q, d, d);
     }
     if (rem) {
-      const float32x4_t d = vreinterpretq_f32_u32(vandq_u32(
-          tm, vreinterpretq_u32_f32(vsubq_f32(vsubq_f32(load_partial(xr + cfull, rem), x0), mean))));
+      const float32x4_t d = masked(vsubq_f32(u_tail(), mean));
       q = vfmaq_f32(q, d, d);
     }
     const float32x4_t vv = vdupq_n_f32(vaddvq_f32(q) * inv_c + eps);
     const float32x4_t rstd = vdivq_f32(vdupq_n_f32(1.0f), vsqrtq_f32(vv));
-    for (int64_t c = 0; c < cfull; c += 4)
-      vst1q_f32(o + c, vmulq_f32(vsubq_f32(vsubq_f32(vld1q_f32(xr + c), x0), mean), rstd));
-    if (rem)
-      store_partial(o + cfull, rem,
-                    vmulq_f32(vsubq_f32(vsubq_f32(load_partial(xr + cfull, rem), x0), mean), rstd));
+    for (int64_t c = 0; c < cfull; c += 4) vst1q_f32(o + c, vmulq_f32(vsubq_f32(u(c), mean), rstd));
+    if (rem) store_partial(o + cfull, rem, vmulq_f32(vsubq_f32(u_tail(), mean), rstd));
   }
 }
 

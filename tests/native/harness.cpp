@@ -1081,6 +1081,44 @@ void bench(const std::vector<const UK*>& isas) {
     }
     std::printf("\n");
   }
+  // mlp_fused: the blocks' MLPs (LayerNorm, fc1, GELU, fc2, residual; hidden = 4C), weights
+  // prepared once; microseconds and GFLOP/s of the two products (4 M C hidden flops).
+  {
+    std::vector<float> h(144 * 32);
+    std::printf("gelu, ns per element (n = %ld):", long(h.size()));
+    for (const UK* uk : isas) {
+      for (float& v : h) v = uniform(0.5f, 4.f);  // stays in range when applied repeatedly
+      const MUK& muk = *mlp_table(uk);
+      const double t = best_seconds([&] { muk.gelu(int64_t(h.size()), h.data()); }, 31);
+      std::printf("  %s %.3f", uk->name, t * 1e9 / double(h.size()));
+    }
+    std::printf("\n");
+  }
+  std::printf("mlp_forward (LayerNorm + residual), us (GFLOP/s), one thread\n");
+  const int64_t mlp_shapes[][2] = {{3136, 36}, {784, 72}, {196, 144}, {49, 288},
+                                   {3136, 48}, {784, 96}, {196, 240}, {49, 384}};
+  for (const auto& ms : mlp_shapes) {
+    const int64_t M = ms[0], C = ms[1], hidden = 4 * C;
+    std::vector<float> x(M * C), out(M * C), w1(hidden * C), b1(hidden), w2(C * hidden), b2(C),
+        nw(C, 1.f), nb(C, 0.f);
+    for (float& v : x) v = normal();
+    for (float& v : w1) v = 0.1f * normal();
+    for (float& v : w2) v = 0.1f * normal();
+    edgevit::cpu::MlpArgs<float> a{};
+    a.M = M; a.C = C; a.hidden = hidden; a.layer_norm = true; a.residual = true; a.eps = 1e-6f;
+    a.norm_w = nw.data(); a.norm_b = nb.data(); a.fc1_w = w1.data(); a.fc1_b = b1.data();
+    a.fc2_w = w2.data(); a.fc2_b = b2.data(); a.x = x.data(); a.out = out.data();
+    std::printf("  M=%4ld C=%3ld", long(M), long(C));
+    for (const UK* uk : isas) {
+      std::vector<float> weights(edgevit::cpu::mlp_weights_size(C, hidden, uk->nr));
+      edgevit::cpu::mlp_prepare_weights<float>(a, *uk, weights.data(), serial_for);
+      const MUK& muk = *mlp_table(uk);
+      const double t = best_seconds(
+          [&] { edgevit::cpu::mlp_forward<float>(a, *uk, muk, weights.data(), serial_for); }, 15);
+      std::printf("  %s %7.1f (%5.1f)", uk->name, t * 1e6, 4.0 * M * C * hidden / t * 1e-9);
+    }
+    std::printf("\n");
+  }
 }
 
 }  // namespace
