@@ -8,7 +8,9 @@
 #include <functional>
 #include <string>
 
+#include "cpu/isa.h"
 #include "cpu/lgl_fused.h"  // cpu::ParallelFor
+#include "lgl_fused_cpu.h"   // float_ukernels
 
 namespace edgevit {
 namespace {
@@ -35,6 +37,28 @@ inline int64_t isa_index(const char* name) {
   for (int64_t i = 0; i < 4; ++i)
     if (std::string(name) == kIsaNames[i]) return i;
   return -1;
+}
+
+// The gemm table of the ISA in use (float_ukernels, EDGEVIT_CPU_ISA) and the row-op table
+// paired with it; float64 runs the scalar tables.
+template <typename T>
+struct Tables {
+  const cpu::LglUKernels<T>& gemm;
+  const cpu::MlpUKernels<T>& mlp;
+};
+
+template <typename T>
+Tables<T> tables();
+template <>
+inline Tables<float> tables<float>() {
+  const cpu::LglUKernels<float>& gemm = float_ukernels();
+  const cpu::MlpUKernels<float>* mlp = cpu::mlp_ukernels_named(gemm.name);
+  TORCH_CHECK(mlp != nullptr, "edgevit: no mlp micro-kernels for ISA '", gemm.name, "'");
+  return {gemm, *mlp};
+}
+template <>
+inline Tables<double> tables<double>() {
+  return {cpu::scalar_ukernels<double>(), cpu::scalar_mlp_ukernels<double>()};
 }
 
 }  // namespace

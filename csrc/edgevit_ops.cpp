@@ -41,6 +41,18 @@ TORCH_LIBRARY(edgevit, m) {
   m.def("mlp_fused_prepared(Tensor x, Tensor prepared, float norm_eps, bool residual) -> Tensor");
   m.def("mlp_prepared_numel(int C, int hidden, ScalarType dtype) -> int",
         &edgevit::mlp_prepared_numel);
+  // EdgeViT's PatchEmbed as one op: a p x p, stride-p convolution, then LayerNorm over the
+  // output channels; the output is channels_last. patch_embed_prepare / patch_embed_prepared
+  // split it like lgl_fused. CPU only, inference only.
+  m.def(
+      "patch_embed(Tensor x, Tensor weight, Tensor? bias, bool layer_norm, Tensor? norm_weight, "
+      "Tensor? norm_bias, float norm_eps) -> Tensor");
+  m.def("patch_embed_prepare(Tensor weight, Tensor? bias) -> Tensor");
+  m.def(
+      "patch_embed_prepared(Tensor x, Tensor prepared, int out_channels, int patch, "
+      "bool layer_norm, Tensor? norm_weight, Tensor? norm_bias, float norm_eps) -> Tensor");
+  m.def("patch_embed_prepared_numel(int Cin, int Cout, int patch, ScalarType dtype) -> int",
+        &edgevit::patch_embed_prepared_numel);
   m.def("cpu_isa() -> str", &edgevit::cpu_isa);
   m.def("supported_cpu_isas() -> str", &edgevit::supported_cpu_isas);
 }

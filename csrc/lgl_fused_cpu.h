@@ -20,5 +20,8 @@ std::string supported_cpu_isas();  // every ISA this build can run on this CPU
 int64_t lgl_prepared_numel(int64_t C, int64_t sr_ratio, c10::ScalarType dtype);
 // Elements of the tensor mlp_prepare returns for these sizes and dtype with the ISA in use.
 int64_t mlp_prepared_numel(int64_t C, int64_t hidden, c10::ScalarType dtype);
+// Elements of the tensor patch_embed_prepare returns for these sizes and dtype with the ISA in use.
+int64_t patch_embed_prepared_numel(int64_t Cin, int64_t Cout, int64_t patch,
+                                   c10::ScalarType dtype);
 
 }  // namespace edgevit

@@ -19,26 +19,6 @@ namespace {
 constexpr int64_t kHeader = 8;
 constexpr double kMagic = 20221101.0;  // exact in float32 and float64; differs from lgl's
 
-template <typename T>
-struct Tables {
-  const cpu::LglUKernels<T>& gemm;
-  const cpu::MlpUKernels<T>& mlp;
-};
-
-template <typename T>
-Tables<T> tables();
-template <>
-Tables<float> tables<float>() {
-  const cpu::LglUKernels<float>& gemm = float_ukernels();
-  const cpu::MlpUKernels<float>* mlp = cpu::mlp_ukernels_named(gemm.name);
-  TORCH_CHECK(mlp != nullptr, "mlp_fused: no micro-kernels for ISA '", gemm.name, "'");
-  return {gemm, *mlp};
-}
-template <>
-Tables<double> tables<double>() {
-  return {cpu::scalar_ukernels<double>(), cpu::scalar_mlp_ukernels<double>()};
-}
-
 void check_weight(const char* op, const at::Tensor& like, const OptTensor& t, const char* name,
                   at::IntArrayRef expected, bool required) {
   if (!t.has_value()) {

@@ -4,6 +4,7 @@ kernels in ``csrc/``.
 
 * ``lgl_fused`` (+ ``lgl_prepare`` / ``lgl_fused_prepared``): GlobalSparseAttn.
 * ``mlp_fused`` (+ ``mlp_prepare`` / ``mlp_fused_prepared``): the blocks' MLP, CPU only.
+* ``patch_embed`` (+ ``patch_embed_prepare`` / ``patch_embed_prepared``): PatchEmbed, CPU only.
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .reference import lgl_reference, mlp_reference
+from .reference import lgl_reference, mlp_reference, patch_embed_reference
 
 __all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "mlp_fused", "mlp_prepare",
-           "mlp_fused_prepared", "check_args", "cpu_isa", "supported_cpu_isas", "has_kernel_for"]
+           "mlp_fused_prepared", "patch_embed", "patch_embed_prepare", "patch_embed_prepared",
+           "check_args", "cpu_isa", "supported_cpu_isas", "has_kernel_for"]
 
 
 def lgl_fused(
@@ -335,3 +337,75 @@ def _mlp_fused_prepared_fake(x, prepared, norm_eps, residual):
 
 
 _register_autograd_via_reference("edgevit::mlp_fused", mlp_reference, (0, 1, 2, 3, 4, 6, 7))
+
+
+# ---------------------------------------------------------------------------------------------
+# patch_embed: EdgeViT's PatchEmbed, p x p stride-p convolution + LayerNorm, channels_last out.
+
+
+def patch_embed(x: Tensor, weight: Tensor, bias: Optional[Tensor], layer_norm: bool = True,
+                norm_weight: Optional[Tensor] = None, norm_bias: Optional[Tensor] = None,
+                norm_eps: float = 1e-5) -> Tensor:
+    """EdgeViT's PatchEmbed as one op (CPU): ``conv2d(x, weight, bias, stride=p)`` for a square
+    ``weight`` [Cout, Cin, p, p], then (``layer_norm``) LayerNorm over Cout with the optional
+    affine. ``x`` is [B, Cin, H, W] in any layout; returns a channels_last
+    [B, Cout, H // p, W // p] tensor of x's dtype (float32 or float64). One GEMM per block of 32
+    output pixels with the LayerNorm applied in its epilogue. Differentiable (the backward
+    recomputes through ``edgevit_kernels.reference.patch_embed_reference``)."""
+    return torch.ops.edgevit.patch_embed.default(x, weight, bias, layer_norm, norm_weight,
+                                                 norm_bias, norm_eps)
+
+
+def patch_embed_prepare(weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """The weight preparation of ``patch_embed`` alone (CPU): the weight re-laid out and packed
+    for the ISA in use, and the bias. An opaque 1-D tensor for ``patch_embed_prepared``."""
+    return torch.ops.edgevit.patch_embed_prepare.default(weight, bias)
+
+
+def patch_embed_prepared(x: Tensor, prepared: Tensor, out_channels: int, patch: int,
+                         layer_norm: bool = True, norm_weight: Optional[Tensor] = None,
+                         norm_bias: Optional[Tensor] = None, norm_eps: float = 1e-5) -> Tensor:
+    """``patch_embed`` with the weight from ``patch_embed_prepare`` (CPU, inference: no
+    autograd). ``out_channels`` and ``patch`` are the weight's Cout and p (they give the output
+    shape without reading ``prepared``; checked against it). Raises if ``prepared`` does not
+    match ``x`` or was packed for another ISA."""
+    return torch.ops.edgevit.patch_embed_prepared.default(x, prepared, out_channels, patch,
+                                                          layer_norm, norm_weight, norm_bias,
+                                                          norm_eps)
+
+
+def _patch_embed_out(op, x, Cin, Cout, p):
+    torch._check(x.dim() == 4 and x.shape[1] == Cin,
+                 lambda: f"{op}: x must be [B, Cin, H, W] with Cin = {Cin}, got shape {list(x.shape)}")
+    torch._check(x.shape[2] >= p and x.shape[3] >= p,
+                 lambda: f"{op}: x must be at least one patch ({p}x{p}) in H and W")
+    return x.new_empty((x.shape[0], Cout, x.shape[2] // p, x.shape[3] // p)).contiguous(
+        memory_format=torch.channels_last)
+
+
+@torch.library.register_fake("edgevit::patch_embed")
+def _patch_embed_fake(x, weight, bias, layer_norm, norm_weight, norm_bias, norm_eps):
+    torch._check(weight.dim() == 4 and weight.shape[2] == weight.shape[3],
+                 lambda: f"patch_embed: weight must be [Cout, Cin, p, p] (a square patch), got "
+                         f"shape {list(weight.shape)}")
+    return _patch_embed_out("patch_embed", x, weight.shape[1], weight.shape[0], weight.shape[2])
+
+
+@torch.library.register_fake("edgevit::patch_embed_prepare")
+def _patch_embed_prepare_fake(weight, bias):
+    torch._check(weight.dim() == 4 and weight.shape[2] == weight.shape[3],
+                 lambda: "patch_embed_prepare: weight must be [Cout, Cin, p, p] (a square patch)")
+    Cout, Cin, p = weight.shape[0], weight.shape[1], weight.shape[2]
+    return weight.new_empty((torch.ops.edgevit.patch_embed_prepared_numel(Cin, Cout, p, weight.dtype),))
+
+
+@torch.library.register_fake("edgevit::patch_embed_prepared")
+def _patch_embed_prepared_fake(x, prepared, out_channels, patch, layer_norm, norm_weight,
+                               norm_bias, norm_eps):
+    torch._check(prepared.dim() == 1 and prepared.dtype == x.dtype,
+                 lambda: "patch_embed_prepared: prepared must be a 1-D tensor of x's dtype made "
+                         "by edgevit::patch_embed_prepare")
+    return _patch_embed_out("patch_embed_prepared", x, x.shape[1], out_channels, patch)
+
+
+_register_autograd_via_reference("edgevit::patch_embed", patch_embed_reference, (0, 1, 2, 4, 5))

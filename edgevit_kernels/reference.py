@@ -83,3 +83,23 @@ def mlp_reference(
     h = F.layer_norm(x, (x.shape[-1],), norm_weight, norm_bias, norm_eps) if layer_norm else x
     y = F.linear(F.gelu(F.linear(h, fc1_weight, fc1_bias)), fc2_weight, fc2_bias)
     return x + y if residual else y
+
+
+def patch_embed_reference(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    layer_norm: bool,
+    norm_weight: Optional[Tensor],
+    norm_bias: Optional[Tensor],
+    norm_eps: float,
+) -> Tensor:
+    """Pure-PyTorch reference of ``edgevit::patch_embed``: EdgeViT's ``PatchEmbed``, the p x p,
+    stride-p convolution ``weight`` [Cout, Cin, p, p] (no padding) followed, with
+    ``layer_norm``, by LayerNorm over the output channels. Returns a channels_last
+    [B, Cout, H // p, W // p] tensor."""
+    y = F.conv2d(x, weight, bias, stride=weight.shape[-1])
+    if layer_norm:
+        y = F.layer_norm(y.permute(0, 2, 3, 1), (weight.shape[0],), norm_weight, norm_bias,
+                         norm_eps).permute(0, 3, 1, 2)
+    return y.contiguous(memory_format=torch.channels_last)

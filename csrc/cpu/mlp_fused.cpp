@@ -79,7 +79,7 @@ void mlp_forward(const MlpArgs<T>& a, const LglUKernels<T>& gemm_uk, const MlpUK
       T* out = a.out + r0 * C;
       const T* A = x;
       if (a.layer_norm) {
-        uk.standardize_rows(rows, C, x, C, a.eps, xn.data(), C);
+        uk.layernorm_rows(rows, C, x, C, a.eps, nullptr, nullptr, xn.data(), C);
         A = xn.data();
       }
       gemm_uk.gemm(rows, hidden, C, A, C, weights + L.w1, weights + L.b1, h.data(), hidden);

@@ -61,8 +61,8 @@ void gelu_avx2(int64_t n, float* h) {
   }
 }
 
-void standardize_rows_avx2(int64_t M, int64_t C, const float* x, int64_t ldx, float eps,
-                           float* out, int64_t ldo) {
+void layernorm_rows_avx2(int64_t M, int64_t C, const float* x, int64_t ldx, float eps,
+                         const float* w, const float* b, float* out, int64_t ldo) {
   const int64_t cfull = C / 8 * 8;
   const int64_t rem = C - cfull;
   const __m256i tm = tail_mask(rem);
@@ -93,6 +93,19 @@ void standardize_rows_avx2(int64_t M, int64_t C, const float* x, int64_t ldx, fl
     const __m256 var = _mm256_set1_ps(hsum(q) * inv_c);
     const __m256 rstd = _mm256_div_ps(_mm256_set1_ps(1.0f),
                                       _mm256_sqrt_ps(_mm256_add_ps(var, _mm256_set1_ps(eps))));
+    if (w) {
+      for (int64_t c = 0; c < cfull; c += 8) {
+        const __m256 v = _mm256_mul_ps(_mm256_sub_ps(u(c), mean), rstd);
+        _mm256_storeu_ps(o + c, _mm256_fmadd_ps(v, _mm256_loadu_ps(w + c), _mm256_loadu_ps(b + c)));
+      }
+      if (rem) {
+        const __m256 v = _mm256_mul_ps(_mm256_sub_ps(u_tail(), mean), rstd);
+        _mm256_maskstore_ps(o + cfull, tm,
+                            _mm256_fmadd_ps(v, _mm256_maskload_ps(w + cfull, tm),
+                                            _mm256_maskload_ps(b + cfull, tm)));
+      }
+      continue;
+    }
     for (int64_t c = 0; c < cfull; c += 8)
       _mm256_storeu_ps(o + c, _mm256_mul_ps(_mm256_sub_ps(u(c), mean), rstd));
     if (rem) _mm256_maskstore_ps(o + cfull, tm, _mm256_mul_ps(_mm256_sub_ps(u_tail(), mean), rstd));
@@ -110,7 +123,7 @@ void add_avx2(int64_t n, const float* src, float* dst) {
   }
 }
 
-const MlpUKernels<float> kTable{"avx2", gelu_avx2, standardize_rows_avx2, add_avx2};
+const MlpUKernels<float> kTable{"avx2", gelu_avx2, layernorm_rows_avx2, add_avx2};
 
 }  // namespace
 

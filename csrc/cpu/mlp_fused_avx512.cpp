@@ -61,8 +61,8 @@ void gelu_avx512(int64_t n, float* h) {
   }
 }
 
-void standardize_rows_avx512(int64_t M, int64_t C, const float* x, int64_t ldx, float eps,
-                             float* out, int64_t ldo) {
+void layernorm_rows_avx512(int64_t M, int64_t C, const float* x, int64_t ldx, float eps,
+                           const float* w, const float* b, float* out, int64_t ldo) {
   const int64_t cfull = C / 16 * 16;
   const __mmask16 tm = tail_mask(C - cfull);
   const __m512 inv_c = _mm512_set1_ps(1.0f / static_cast<float>(C));
@@ -91,6 +91,19 @@ void standardize_rows_avx512(int64_t M, int64_t C, const float* x, int64_t ldx, 
     const __m512 var = _mm512_mul_ps(_mm512_set1_ps(_mm512_reduce_add_ps(q)), inv_c);
     const __m512 rstd = _mm512_div_ps(_mm512_set1_ps(1.0f),
                                       _mm512_sqrt_ps(_mm512_add_ps(var, _mm512_set1_ps(eps))));
+    if (w) {
+      for (int64_t c = 0; c < cfull; c += 16) {
+        const __m512 v = _mm512_mul_ps(_mm512_sub_ps(u(c), mean), rstd);
+        _mm512_storeu_ps(o + c, _mm512_fmadd_ps(v, _mm512_loadu_ps(w + c), _mm512_loadu_ps(b + c)));
+      }
+      if (tm) {
+        const __m512 v = _mm512_mul_ps(_mm512_sub_ps(u_tail(), mean), rstd);
+        _mm512_mask_storeu_ps(o + cfull, tm,
+                              _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(tm, w + cfull),
+                                              _mm512_maskz_loadu_ps(tm, b + cfull)));
+      }
+      continue;
+    }
     for (int64_t c = 0; c < cfull; c += 16)
       _mm512_storeu_ps(o + c, _mm512_mul_ps(_mm512_sub_ps(u(c), mean), rstd));
     if (tm)
@@ -109,7 +122,7 @@ void add_avx512(int64_t n, const float* src, float* dst) {
   }
 }
 
-const MlpUKernels<float> kTable{"avx512", gelu_avx512, standardize_rows_avx512, add_avx512};
+const MlpUKernels<float> kTable{"avx512", gelu_avx512, layernorm_rows_avx512, add_avx512};
 
 }  // namespace
 

@@ -54,8 +54,8 @@ void gelu_neon(int64_t n, float* h) {
   if (i < n) store_partial(h + i, n - i, gelu_neon4(load_partial(h + i, n - i)));
 }
 
-void standardize_rows_neon(int64_t M, int64_t C, const float* x, int64_t ldx, float eps,
-                           float* out, int64_t ldo) {
+void layernorm_rows_neon(int64_t M, int64_t C, const float* x, int64_t ldx, float eps,
+                         const float* w, const float* b, float* out, int64_t ldo) {
   const int64_t cfull = C / 4 * 4, rem = C - cfull;
   const float inv_c = 1.0f / static_cast<float>(C);
   const uint32x4_t tm = lanes_below(rem);
@@ -84,6 +84,18 @@ void standardize_rows_neon(int64_t M, int64_t C, const float* x, int64_t ldx, fl
     }
     const float32x4_t vv = vdupq_n_f32(vaddvq_f32(q) * inv_c + eps);
     const float32x4_t rstd = vdivq_f32(vdupq_n_f32(1.0f), vsqrtq_f32(vv));
+    if (w) {
+      for (int64_t c = 0; c < cfull; c += 4) {
+        const float32x4_t v = vmulq_f32(vsubq_f32(u(c), mean), rstd);
+        vst1q_f32(o + c, vfmaq_f32(vld1q_f32(b + c), v, vld1q_f32(w + c)));
+      }
+      if (rem) {
+        const float32x4_t v = vmulq_f32(vsubq_f32(u_tail(), mean), rstd);
+        store_partial(o + cfull, rem,
+                      vfmaq_f32(load_partial(b + cfull, rem), v, load_partial(w + cfull, rem)));
+      }
+      continue;
+    }
     for (int64_t c = 0; c < cfull; c += 4) vst1q_f32(o + c, vmulq_f32(vsubq_f32(u(c), mean), rstd));
     if (rem) store_partial(o + cfull, rem, vmulq_f32(vsubq_f32(u_tail(), mean), rstd));
   }
@@ -95,7 +107,7 @@ void add_neon(int64_t n, const float* src, float* dst) {
   for (; i < n; ++i) dst[i] += src[i];
 }
 
-const MlpUKernels<float> kTable{"neon", gelu_neon, standardize_rows_neon, add_neon};
+const MlpUKernels<float> kTable{"neon", gelu_neon, layernorm_rows_neon, add_neon};
 
 }  // namespace
 

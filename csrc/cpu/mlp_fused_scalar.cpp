@@ -15,8 +15,8 @@ void gelu_scalar(int64_t n, T* h) {
 }
 
 template <typename T>
-void standardize_rows_scalar(int64_t M, int64_t C, const T* x, int64_t ldx, T eps, T* out,
-                             int64_t ldo) {
+void layernorm_rows_scalar(int64_t M, int64_t C, const T* x, int64_t ldx, T eps, const T* w,
+                           const T* b, T* out, int64_t ldo) {
   for (int64_t m = 0; m < M; ++m) {
     const T* xr = x + m * ldx;
     const T x0 = xr[0];  // shift (see mlp_fused_ukernels.h)
@@ -26,7 +26,11 @@ void standardize_rows_scalar(int64_t M, int64_t C, const T* x, int64_t ldx, T ep
     T sq = 0;
     for (int64_t c = 0; c < C; ++c) sq += ((xr[c] - x0) - mean) * ((xr[c] - x0) - mean);
     const T rstd = T(1) / std::sqrt(sq / T(C) + eps);
-    for (int64_t c = 0; c < C; ++c) out[m * ldo + c] = ((xr[c] - x0) - mean) * rstd;
+    T* o = out + m * ldo;
+    for (int64_t c = 0; c < C; ++c) {
+      const T v = ((xr[c] - x0) - mean) * rstd;
+      o[c] = w ? v * w[c] + b[c] : v;
+    }
   }
 }
 
@@ -39,7 +43,7 @@ void add_scalar(int64_t n, const T* src, T* dst) {
 
 template <typename T>
 const MlpUKernels<T>& scalar_mlp_ukernels() {
-  static const MlpUKernels<T> table{"scalar", gelu_scalar<T>, standardize_rows_scalar<T>,
+  static const MlpUKernels<T> table{"scalar", gelu_scalar<T>, layernorm_rows_scalar<T>,
                                     add_scalar<T>};
   return table;
 }

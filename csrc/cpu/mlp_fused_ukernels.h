@@ -21,14 +21,16 @@ struct MlpUKernels {
   // 4.5e-7, so |GELU error| <= 2.1e-7 (1 + |x|)); scalar uses std::erf.
   void (*gelu)(int64_t n, T* h);
 
-  // For m < M: out[m*ldo + c] = (x[m*ldx + c] - mean) / sqrt(var + eps), c < C, with the two-pass
-  // statistics of row m (mean, then the mean of squared deviations), computed on the row shifted
-  // by its first element: u[c] = x[c] - x[0] (exact while the row's values are within a factor
-  // of two of each other), mean_u, d[c] = u[c] - mean_u. So a large common offset costs nothing:
-  // the mean is never rounded at the offset's magnitude. The LayerNorm's affine weight and bias
-  // are folded into fc1 by the driver, so only the standardisation is here.
-  void (*standardize_rows)(int64_t M, int64_t C, const T* x, int64_t ldx, T eps, T* out,
-                           int64_t ldo);
+  // LayerNorm of rows. For m < M, c < C:
+  //   out[m*ldo + c] = (x[m*ldx + c] - mean) / sqrt(var + eps) [* w[c] + b[c]],
+  // with the two-pass statistics of row m (mean, then the mean of squared deviations), computed
+  // on the row shifted by its first element: u[c] = x[c] - x[0] (exact while the row's values
+  // are within a factor of two of each other), mean_u, d[c] = u[c] - mean_u. So a large common
+  // offset costs nothing: the mean is never rounded at the offset's magnitude. w and b are the
+  // affine weight and bias, both null or both given (mlp_fused folds its LayerNorm's affine into
+  // fc1 and passes null; patch_embed applies its own). out may equal x (ldo == ldx): in place.
+  void (*layernorm_rows)(int64_t M, int64_t C, const T* x, int64_t ldx, T eps, const T* w,
+                         const T* b, T* out, int64_t ldo);
 
   // For i < n: dst[i] += src[i]  (the residual).
   void (*add)(int64_t n, const T* src, T* dst);

@@ -522,8 +522,33 @@ class PatchEmbed(nn.Module):
         self.patch_size = patch_size
         self.norm = nn.LayerNorm(embed_dim)
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        # Eval fast path (EdgeVit.set_fused): conv + LayerNorm as one edgevit::patch_embed call
+        # on a weight prepared once and cached in _prepared (see _eval_cached).
+        self.fuse_eval = False
+        self._prepared = None
+
+    def train(self, mode: bool = True):
+        self._prepared = None  # rebuilt on the next eval-mode call
+        return super().train(mode)
+
+    def _fusable(self, x: Tensor) -> bool:
+        p, proj = self.proj.kernel_size, self.proj
+        return (self.fuse_eval and p[0] == p[1] and proj.stride == p and proj.padding == (0, 0)
+                and proj.dilation == (1, 1) and proj.groups == 1
+                and proj.padding_mode == "zeros" and isinstance(self.norm, nn.LayerNorm)
+                and x.dim() == 4 and x.shape[-2] >= p[0] and x.shape[-1] >= p[1]
+                and _eval_fast_path(self, x, (proj.weight, proj.bias, self.norm.weight,
+                                              self.norm.bias))
+                and _kernels_unavailable(x, proj.weight.dtype) is None)
 
     def forward(self, x):
+        if self._fusable(x):
+            w, b = self.proj.weight, self.proj.bias
+            prepared = _eval_cached(self, "_prepared", [w, b], x,
+                                    lambda: _load_kernels().patch_embed_prepare(w, b))
+            return torch.ops.edgevit.patch_embed_prepared(
+                x, prepared, w.shape[0], w.shape[2], True, self.norm.weight, self.norm.bias,
+                float(self.norm.eps))  # channels_last
         # The output keeps the input's memory format (channels_last maps stay channels_last);
         # the LayerNorm over channels runs on the [B, H, W, C] view (no copy when channels_last).
         fmt = (torch.channels_last if x.dim() == 4 and not x.is_contiguous()
@@ -612,7 +637,7 @@ class EdgeVit(nn.Module):
                 m._fallback_warned = warned
             elif isinstance(m, LocalAgg):
                 m.fold_eval = self.use_fused
-            elif isinstance(m, SelfAttn):
+            elif isinstance(m, (SelfAttn, PatchEmbed)):
                 m.fuse_eval = self.use_fused
         return self
 
@@ -635,9 +660,10 @@ class EdgeVit(nn.Module):
         With ``use_fused`` in eval mode on CPU (no autograd) the maps are kept channels_last, so
         the token layout of the attention blocks is a view of them (no transposes), and the
         LocalAgg BatchNorms are folded (cached; see LocalAgg)."""
-        if (self.use_fused and _eval_fast_path(self, x, ())
+        if (self.use_fused and not self.patch_embed1._fusable(x) and _eval_fast_path(self, x, ())
                 and _kernels_unavailable(x, self.patch_embed1.proj.weight.dtype) is None):
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)  # (the fused PatchEmbed's
+            # output is channels_last whatever its input's layout)
         stages = []
         x = self.pos_drop(self.patch_embed1(x))
         for embed, blocks in ((None, self.blocks1), (self.patch_embed2, self.blocks2),

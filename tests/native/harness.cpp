@@ -37,8 +37,8 @@
 //     gelu          n = 1..80 and 1000 over [-12, 12], plus 0, +-tiny, +-inf and NaN:
 //                   |g - g_ref| <= 4e-7 (1 + |x|) vs scalar's std::erf (A&S erf: 1.5e-7);
 //                   NaN where scalar has NaN.
-//     standardize_rows  M 1..4 x C 1..70, 96, 144, 240, 384, ldx / ldo > C, ordinary rows and
-//                   rows of mean 1e4: |o - o_ref| <= 1e-5 (1 + |o_ref|).
+//     layernorm_rows  M 1..4 x C 1..70, 96, 144, 240, 384, ldx / ldo > C, with and without the
+//                   affine, ordinary rows and rows of mean 1e4: |o - o_ref| <= 1e-5 (1 + |o_ref|).
 //     add           n = 1..80: bit-exact.
 //     mlp_prepare_weights + mlp_forward  the whole driver with each table vs scalar (M up to
 //                   100, C and hidden with tails, LayerNorm and residual on/off, serial or
@@ -147,7 +147,7 @@ struct Tally {
   const char* isa;
   int64_t cases = 0, failures = 0;
   double gemm_worst = 0, softmax_worst = 0, rstd_worst = 0, scale_worst = 0,  // err / tol
-      fused_worst = 0, gelu_worst = 0, standardize_worst = 0, mlp_worst = 0;
+      fused_worst = 0, gelu_worst = 0, layernorm_worst = 0, mlp_worst = 0;
   double exp_ulp = 0;
   double rstd_err[2] = {0, 0};  // max |r - r_ref| / r_ref: ordinary inputs, large-mean inputs
   double rstd_err64 = 0;        // max |r - float64 rstd of the same inputs| / it, large mean
@@ -855,24 +855,31 @@ void test_mlp_ukernels(const std::vector<const UK*>& isas, std::vector<Tally>& t
     for (int64_t C : Cs)
       for (int large_mean = 0; large_mean < 2; ++large_mean) {
         const int64_t ldx = C + (M + C) % 3, ldo = C + (C % 2) * 5;
-        Guarded x(M * ldx);
+        Guarded x(M * ldx), gw(C), gb(C);
         for (int64_t i = 0; i < M * ldx; ++i) x[i] = (large_mean ? 1e4f : 0.f) + 2.f * normal();
+        for (int64_t c = 0; c < C; ++c) {
+          gw[c] = uniform(0.5f, 1.5f);
+          gb[c] = normal();
+        }
+        const bool affine = (M + C) % 2 == 1;
+        const float* w = affine ? gw.data() : nullptr;
+        const float* b = affine ? gb.data() : nullptr;
         std::vector<float> want(M * ldo, 0.f);
-        ref.standardize_rows(M, C, x.data(), ldx, 1e-6f, want.data(), ldo);
+        ref.layernorm_rows(M, C, x.data(), ldx, 1e-6f, w, b, want.data(), ldo);
         for (size_t t = 0; t < isas.size(); ++t) {
           Tally& tally = tallies[t];
           ++tally.cases;
           Guarded out(M * ldo);
           out.fill(canary());
-          CURRENT("%s standardize_rows M=%ld C=%ld", isas[t]->name, long(M), long(C));
-          mlp_table(isas[t])->standardize_rows(M, C, x.data(), ldx, 1e-6f, out.data(), ldo);
+          CURRENT("%s layernorm_rows M=%ld C=%ld", isas[t]->name, long(M), long(C));
+          mlp_table(isas[t])->layernorm_rows(M, C, x.data(), ldx, 1e-6f, w, b, out.data(), ldo);
           bool bad = false;
           for (int64_t m = 0; m < M && !bad; ++m)
             for (int64_t c = 0; c < ldo && !bad; ++c) {
               const float got = out[m * ldo + c];
               if (c >= C) {
                 if (!is_canary(got)) {
-                  fail(tally, "standardize_rows M=%ld C=%ld: wrote the gap at [%ld][%ld]",
+                  fail(tally, "layernorm_rows M=%ld C=%ld: wrote the gap at [%ld][%ld]",
                        long(M), long(C), long(m), long(c));
                   bad = true;
                 }
@@ -880,9 +887,9 @@ void test_mlp_ukernels(const std::vector<const UK*>& isas, std::vector<Tally>& t
               }
               const double w = want[m * ldo + c], err = std::fabs(double(got) - w);
               const double tol = 1e-5 * (1.0 + std::fabs(w));
-              tally.standardize_worst = std::max(tally.standardize_worst, err / tol);
+              tally.layernorm_worst = std::max(tally.layernorm_worst, err / tol);
               if (!(err <= tol)) {
-                fail(tally, "standardize_rows M=%ld C=%ld large_mean=%d: [%ld][%ld] = %.9g, "
+                fail(tally, "layernorm_rows M=%ld C=%ld large_mean=%d: [%ld][%ld] = %.9g, "
                      "scalar %.9g", long(M), long(C), large_mean, long(m), long(c), got, w);
                 bad = true;
               }
@@ -1094,6 +1101,20 @@ void bench(const std::vector<const UK*>& isas) {
     }
     std::printf("\n");
   }
+  std::printf("layernorm_rows with affine, ns per row of C (3136 rows):\n");
+  for (int64_t C : {36, 72, 144, 288}) {
+    std::vector<float> x(3136 * C), o(3136 * C), w(C, 1.1f), b(C, 0.1f);
+    for (float& v : x) v = normal();
+    std::printf("  C=%3ld", long(C));
+    for (const UK* uk : isas) {
+      const MUK& muk = *mlp_table(uk);
+      const double t = best_seconds(
+          [&] { muk.layernorm_rows(3136, C, x.data(), C, 1e-6f, w.data(), b.data(), o.data(), C); },
+          15);
+      std::printf("  %s %6.1f", uk->name, t * 1e9 / 3136);
+    }
+    std::printf("\n");
+  }
   std::printf("mlp_forward (LayerNorm + residual), us (GFLOP/s), one thread\n");
   const int64_t mlp_shapes[][2] = {{3136, 36}, {784, 72}, {196, 144}, {49, 288},
                                    {3136, 48}, {784, 96}, {196, 240}, {49, 384}};
@@ -1197,8 +1218,8 @@ int main(int argc, char** argv) {
                 tl.isa, tl.gemm_worst, tl.softmax_worst, tl.rstd_worst, tl.scale_worst,
                 tl.fused_worst, softmax_rel[t], tl.exp_ulp, tl.rstd_err[0], long(kInfoMinC),
                 tl.rstd_err[1], tl.rstd_err64, g_scalar_rstd_err64);
-    std::printf("  %s mlp_fused worst err/tol: gelu %.3f standardize_rows %.3f driver %.3f\n",
-                tl.isa, tl.gelu_worst, tl.standardize_worst, tl.mlp_worst);
+    std::printf("  %s mlp_fused worst err/tol: gelu %.3f layernorm_rows %.3f driver %.3f\n",
+                tl.isa, tl.gelu_worst, tl.layernorm_worst, tl.mlp_worst);
   }
   for (const Tally& tl : tallies) {
     if (tl.failures) {

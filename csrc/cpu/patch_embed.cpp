@@ -1,0 +1,76 @@
+// Fused CPU driver of edgevit::patch_embed; see patch_embed.h.
+#include "patch_embed.h"
+
+#include "driver_common.h"
+
+namespace edgevit {
+namespace cpu {
+namespace {
+
+constexpr int64_t kPixels = 32;  // output pixels of one task (fixed: thread-count independent)
+
+}  // namespace
+
+int64_t patch_embed_weights_size(int64_t Cin, int64_t Cout, int64_t p, int64_t nr) {
+  return packed_b_size(p * p * Cin, Cout, nr) + Cout;
+}
+
+template <typename T>
+void patch_embed_prepare_weights(const PatchEmbedArgs<T>& a, const LglUKernels<T>& gemm_uk,
+                                 T* weights, const ParallelFor&) {
+  const int64_t K = a.p * a.p * a.Cin;
+  T* bias = weights + packed_b_size(K, a.Cout, gemm_uk.nr);
+  for (int64_t o = 0; o < a.Cout; ++o) bias[o] = a.bias ? a.bias[o] : T(0);
+  pack_weight_t(gemm_uk, a.weight, a.Cout, K, weights);
+}
+
+template <typename T>
+void patch_embed_forward(const PatchEmbedArgs<T>& a, const LglUKernels<T>& gemm_uk,
+                         const MlpUKernels<T>& uk, const T* weights,
+                         const ParallelFor& parallel_for) {
+  const int64_t p = a.p, Cin = a.Cin, Cout = a.Cout, K = p * p * Cin;
+  const int64_t Ho = a.H / p, Wo = a.W / p, M = a.B * Ho * Wo;
+  if (M == 0) return;
+  const T* bias = weights + packed_b_size(K, Cout, gemm_uk.nr);
+  const Blocks blocks(M, kPixels);
+  parallel_for(blocks.count, [&](int64_t begin, int64_t end) {
+    Scratch<T> tile(blocks.size * K);
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t m0 = blocks.begin(blk), rows = blocks.len(blk, M);
+      for (int64_t t = 0; t < rows; ++t) {  // gather the patches: row t of the tile
+        const int64_t m = m0 + t, b = m / (Ho * Wo), i = m / Wo % Ho, j = m % Wo;
+        const T* src = a.x + b * a.x_sb + i * p * a.x_sh + j * p * a.x_sw;
+        T* dst = tile.data() + t * K;
+        for (int64_t ki = 0; ki < p; ++ki)
+          for (int64_t kj = 0; kj < p; ++kj) {
+            const T* s = src + ki * a.x_sh + kj * a.x_sw;
+            T* d = dst + (ki * p + kj) * Cin;
+            if (a.x_sc == 1) {
+              for (int64_t c = 0; c < Cin; ++c) d[c] = s[c];
+            } else {
+              for (int64_t c = 0; c < Cin; ++c) d[c] = s[c * a.x_sc];
+            }
+          }
+      }
+      T* out = a.out + m0 * Cout;
+      gemm_uk.gemm(rows, Cout, K, tile.data(), K, weights, bias, out, Cout);
+      if (a.layer_norm) uk.layernorm_rows(rows, Cout, out, Cout, a.eps, a.norm_w, a.norm_b, out, Cout);
+    }
+  });
+}
+
+template void patch_embed_prepare_weights<float>(const PatchEmbedArgs<float>&,
+                                                 const LglUKernels<float>&, float*,
+                                                 const ParallelFor&);
+template void patch_embed_prepare_weights<double>(const PatchEmbedArgs<double>&,
+                                                  const LglUKernels<double>&, double*,
+                                                  const ParallelFor&);
+template void patch_embed_forward<float>(const PatchEmbedArgs<float>&, const LglUKernels<float>&,
+                                         const MlpUKernels<float>&, const float*,
+                                         const ParallelFor&);
+template void patch_embed_forward<double>(const PatchEmbedArgs<double>&,
+                                          const LglUKernels<double>&, const MlpUKernels<double>&,
+                                          const double*, const ParallelFor&);
+
+}  // namespace cpu
+}  // namespace edgevit
