@@ -43,6 +43,9 @@
 //     mlp_prepare_weights + mlp_forward  the whole driver with each table vs scalar (M up to
 //                   100, C and hidden with tails, LayerNorm and residual on/off, serial or
 //                   one-task-at-a-time): |o - o_ref| <= 1e-4 (1 + |o_ref|).
+//   patch_embed_prepare_weights + patch_embed_forward  the whole driver with each table vs scalar
+//                   (NCHW and channels_last x, patch 1..4, channel tails, LayerNorm on/off):
+//                   |o - o_ref| <= 1e-4 (1 + |o_ref|).
 //
 // Out-of-bounds checks: every input the kernels read (A, packed B, bias, softmax rows, y, pwt,
 // pb, src, scale, e, the prepared weights, the workspace) ends exactly at a PROT_NONE guard page,
@@ -79,6 +82,7 @@
 #include "../../csrc/cpu/lgl_fused.h"
 #include "../../csrc/cpu/lgl_fused_ukernels.h"
 #include "../../csrc/cpu/mlp_fused.h"
+#include "../../csrc/cpu/patch_embed.h"
 
 using edgevit::cpu::LglArgs;
 using edgevit::cpu::LglUKernels;
@@ -954,6 +958,60 @@ void test_mlp_driver(const std::vector<const UK*>& isas, std::vector<Tally>& tal
 }
 
 
+void test_patch_embed_driver(const std::vector<const UK*>& isas, std::vector<Tally>& tallies) {
+  struct Shape { int64_t B, Cin, H, W, Cout, p; bool channels_last, layer_norm; };
+  const Shape shapes[] = {{1, 3, 32, 32, 36, 4, false, true}, {2, 36, 12, 10, 72, 2, true, true},
+                          {1, 5, 9, 11, 17, 3, false, false}, {1, 16, 6, 7, 40, 1, true, true},
+                          {2, 1, 2, 2, 1, 2, true, true}};
+  for (const Shape& s : shapes) {
+    const int64_t K = s.p * s.p * s.Cin, M = s.B * (s.H / s.p) * (s.W / s.p);
+    std::vector<float> x(s.B * s.Cin * s.H * s.W), w(s.Cout * K), b(s.Cout), nw(s.Cout), nb(s.Cout);
+    for (float& v : x) v = normal();
+    for (float& v : w) v = normal() / std::sqrt(float(K));
+    for (float& v : b) v = 0.3f * normal();
+    for (float& v : nw) v = uniform(0.5f, 1.5f);
+    for (float& v : nb) v = 0.3f * normal();
+    edgevit::cpu::PatchEmbedArgs<float> a{};
+    a.B = s.B; a.Cin = s.Cin; a.H = s.H; a.W = s.W; a.Cout = s.Cout; a.p = s.p;
+    a.x = x.data();
+    if (s.channels_last) {
+      a.x_sc = 1; a.x_sw = s.Cin; a.x_sh = s.W * s.Cin; a.x_sb = s.H * s.W * s.Cin;
+    } else {
+      a.x_sw = 1; a.x_sh = s.W; a.x_sc = s.H * s.W; a.x_sb = s.Cin * s.H * s.W;
+    }
+    a.weight = w.data(); a.bias = b.data();  // (the layout of w does not matter here)
+    a.layer_norm = s.layer_norm; a.norm_w = nw.data(); a.norm_b = nb.data(); a.eps = 1e-6f;
+    auto run = [&](const UK& uk, std::vector<float>& out) {
+      std::vector<float> weights(edgevit::cpu::patch_embed_weights_size(s.Cin, s.Cout, s.p, uk.nr));
+      out.assign(M * s.Cout, 0.f);
+      a.out = out.data();
+      edgevit::cpu::patch_embed_prepare_weights<float>(a, uk, weights.data(), one_by_one_for);
+      edgevit::cpu::patch_embed_forward<float>(a, uk, *mlp_table(&uk), weights.data(),
+                                               one_by_one_for);
+    };
+    std::vector<float> want, got;
+    run(edgevit::cpu::scalar_ukernels<float>(), want);
+    for (size_t t = 0; t < isas.size(); ++t) {
+      Tally& tally = tallies[t];
+      ++tally.cases;
+      CURRENT("%s patch_embed_forward Cin=%ld Cout=%ld p=%ld", isas[t]->name, long(s.Cin),
+              long(s.Cout), long(s.p));
+      run(*isas[t], got);
+      for (int64_t i = 0; i < M * s.Cout; ++i) {
+        const double err = std::fabs(double(got[i]) - want[i]);
+        const double tol = 1e-4 * (1.0 + std::fabs(double(want[i])));
+        tally.mlp_worst = std::max(tally.mlp_worst, err / tol);
+        if (!(err <= tol)) {
+          fail(tally, "patch_embed_forward Cin=%ld Cout=%ld p=%ld: out[%ld] = %.9g, scalar %.9g",
+               long(s.Cin), long(s.Cout), long(s.p), long(i), got[i], want[i]);
+          break;
+        }
+      }
+    }
+  }
+}
+
+
 // ------------------------------------------------------------------------------------------
 // bench
 
@@ -1209,6 +1267,7 @@ int main(int argc, char** argv) {
   test_fused(isas, tallies);
   test_mlp_ukernels(isas, tallies);
   test_mlp_driver(isas, tallies);
+  test_patch_embed_driver(isas, tallies);
   bool ok = true;
   for (size_t t = 0; t < isas.size(); ++t) {
     const Tally& tl = tallies[t];
@@ -1218,7 +1277,7 @@ int main(int argc, char** argv) {
                 tl.isa, tl.gemm_worst, tl.softmax_worst, tl.rstd_worst, tl.scale_worst,
                 tl.fused_worst, softmax_rel[t], tl.exp_ulp, tl.rstd_err[0], long(kInfoMinC),
                 tl.rstd_err[1], tl.rstd_err64, g_scalar_rstd_err64);
-    std::printf("  %s mlp_fused worst err/tol: gelu %.3f layernorm_rows %.3f driver %.3f\n",
+    std::printf("  %s mlp_fused worst err/tol: gelu %.3f layernorm_rows %.3f drivers (mlp, patch_embed) %.3f\n",
                 tl.isa, tl.gelu_worst, tl.layernorm_worst, tl.mlp_worst);
   }
   for (const Tally& tl : tallies) {
