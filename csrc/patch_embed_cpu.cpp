@@ -140,7 +140,8 @@ at::Tensor patch_embed_prepare_cpu(const at::Tensor& weight, const OptTensor& bi
 }
 
 at::Tensor patch_embed_prepared_cpu(const at::Tensor& x, const at::Tensor& prepared,
-                                    int64_t out_channels, int64_t patch, bool layer_norm, const OptTensor& norm_weight,
+                                    int64_t out_channels, int64_t patch, bool layer_norm,
+                                    const OptTensor& norm_weight,
                                     const OptTensor& norm_bias, double norm_eps) {
   const char* op = "patch_embed_prepared";
   TORCH_CHECK(prepared.dim() == 1 && prepared.is_contiguous() && prepared.numel() >= kHeader, op,

@@ -54,7 +54,8 @@ void patch_embed_forward(const PatchEmbedArgs<T>& a, const LglUKernels<T>& gemm_
       }
       T* out = a.out + m0 * Cout;
       gemm_uk.gemm(rows, Cout, K, tile.data(), K, weights, bias, out, Cout);
-      if (a.layer_norm) uk.layernorm_rows(rows, Cout, out, Cout, a.eps, a.norm_w, a.norm_b, out, Cout);
+      if (a.layer_norm)
+        uk.layernorm_rows(rows, Cout, out, Cout, a.eps, a.norm_w, a.norm_b, out, Cout);
     }
   });
 }

@@ -1277,7 +1277,8 @@ int main(int argc, char** argv) {
                 tl.isa, tl.gemm_worst, tl.softmax_worst, tl.rstd_worst, tl.scale_worst,
                 tl.fused_worst, softmax_rel[t], tl.exp_ulp, tl.rstd_err[0], long(kInfoMinC),
                 tl.rstd_err[1], tl.rstd_err64, g_scalar_rstd_err64);
-    std::printf("  %s mlp_fused worst err/tol: gelu %.3f layernorm_rows %.3f drivers (mlp, patch_embed) %.3f\n",
+    std::printf("  %s mlp_fused worst err/tol: gelu %.3f layernorm_rows %.3f drivers (mlp, "
+                "patch_embed) %.3f\n",
                 tl.isa, tl.gelu_worst, tl.layernorm_worst, tl.mlp_worst);
   }
   for (const Tally& tl : tallies) {
