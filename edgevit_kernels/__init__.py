@@ -1,4 +1,5 @@
-"""edgevit-kernels: the fused EdgeViT op ``torch.ops.edgevit.lgl_fused``.
+"""edgevit-kernels: the fused EdgeViT ops ``torch.ops.edgevit.lgl_fused`` and
+``torch.ops.edgevit.dwconv``.
 
 Importing this package loads the C++ extension (operator schemas and CPU kernels), registers the
 fake kernel and autograd formula, and -- when Triton is installed -- the CUDA kernel. If the
@@ -29,9 +30,9 @@ except Exception as _e:  # ImportError, OSError (undefined symbol, ...), errors 
     ) from None
 
 from . import ops
-from .ops import cpu_isa, lgl_fused, lgl_fused_prepared, lgl_prepare, supported_cpu_isas
-from .reference import lgl_reference
+from .ops import cpu_isa, dwconv, lgl_fused, lgl_fused_prepared, lgl_prepare, supported_cpu_isas
+from .reference import dwconv_reference, lgl_reference
 
-__all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "lgl_reference", "cpu_isa",
-           "supported_cpu_isas", "ops"]
+__all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "lgl_reference", "dwconv",
+           "dwconv_reference", "cpu_isa", "supported_cpu_isas", "ops"]
 __version__ = "0.1.0"

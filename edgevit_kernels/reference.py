@@ -1,4 +1,5 @@
-"""Pure-PyTorch reference of ``edgevit::lgl_fused`` -- the ground truth of every test.
+"""Pure-PyTorch references of ``edgevit::lgl_fused`` and ``edgevit::dwconv`` -- the ground truth
+of every test.
 
 It is the official EdgeViT ``GlobalSparseAttn.forward`` (eval mode) written as a function of
 the op's arguments, generalised to maps whose sides the sampling ratio does not divide: the
@@ -62,3 +63,12 @@ def lgl_reference(
         y = F.layer_norm(y, (C,), norm_weight, norm_bias, norm_eps)
 
     return F.linear(y, proj_weight, proj_bias).contiguous()
+
+
+def dwconv_reference(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                     residual: bool = False) -> Tensor:
+    """Depthwise k x k convolution of ``x`` [B, C, H, W] (stride 1, zero padding k//2), plus
+    ``x`` when ``residual``: EdgeViT's local aggregation (``x + conv(x)``) and positional
+    encoding."""
+    out = F.conv2d(x, weight, bias, stride=1, padding=weight.shape[-1] // 2, groups=x.shape[1])
+    return out + x if residual else out

@@ -2,6 +2,7 @@
 #include "isa.h"
 
 #include <cstring>
+#include <utility>
 
 namespace edgevit {
 namespace cpu {
@@ -56,6 +57,17 @@ const LglUKernels<float>* select_ukernels(const char* requested, std::string* er
   }
   *error = std::string("EDGEVIT_CPU_ISA: expected one of scalar, neon, avx2, avx512, got '") +
            requested + "'";
+  return nullptr;
+}
+
+const DwconvUKernels<float>* dwconv_ukernels_named(const char* isa_name) {
+  const std::pair<const char*, const DwconvUKernels<float>*> tables[] = {
+      {"scalar", &scalar_dwconv_ukernels<float>()},
+      {"avx2", avx2_dwconv_ukernels()},
+      {"avx512", avx512_dwconv_ukernels()},
+      {"neon", neon_dwconv_ukernels()}};
+  for (const auto& [name, table] : tables)
+    if (std::strcmp(isa_name, name) == 0) return table;
   return nullptr;
 }
 
