@@ -1,6 +1,6 @@
 // The one place the edgevit operator schemas are defined. Kernels are registered per dispatch
-// key next to their implementations (lgl_fused_cpu.cpp; CUDA from edgevit_kernels/triton);
-// the fake kernel and autograd formula live in edgevit_kernels/ops.py.
+// key next to their implementations (lgl_fused_cpu.cpp, dwconv_cpu.cpp; CUDA from
+// edgevit_kernels/triton); the fake kernels and autograd formulas live in edgevit_kernels/ops.py.
 #include <Python.h>
 #include <torch/library.h>
 
@@ -27,6 +27,9 @@ TORCH_LIBRARY(edgevit, m) {
   m.def(
       "lgl_fused_prepared(Tensor x, SymInt H, SymInt W, int num_heads, int sr_ratio, "
       "float scale, float norm_eps, Tensor prepared) -> Tensor");
+  // Depthwise k x k convolution (stride 1, padding k/2) of a [B, C, H, W] map, plus x when
+  // residual; returns a channels_last tensor. CPU only.
+  m.def("dwconv(Tensor x, Tensor weight, Tensor? bias, bool residual) -> Tensor");
   m.def("lgl_prepared_numel(int C, int sr_ratio, ScalarType dtype) -> int",
         &edgevit::lgl_prepared_numel);
   // The transformer MLP as one op: out = [x +] fc2(GELU(fc1([LayerNorm](x)))), x = [..., C].

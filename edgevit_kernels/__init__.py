@@ -1,5 +1,5 @@
-"""edgevit-kernels: fused EdgeViT ops, ``torch.ops.edgevit.lgl_fused`` (GlobalSparseAttn) and
-``torch.ops.edgevit.mlp_fused`` (the blocks' MLP) and ``torch.ops.edgevit.patch_embed``.
+"""edgevit-kernels: fused EdgeViT ops: ``torch.ops.edgevit.lgl_fused`` (GlobalSparseAttn),
+``mlp_fused`` (the blocks' MLP), ``patch_embed`` (PatchEmbed) and ``dwconv`` (depthwise conv).
 
 Importing this package loads the C++ extension (operator schemas and CPU kernels), registers the
 fake kernel and autograd formula, and -- when Triton is installed -- the CUDA kernel. If the
@@ -30,13 +30,13 @@ except Exception as _e:  # ImportError, OSError (undefined symbol, ...), errors 
     ) from None
 
 from . import ops
-from .ops import (cpu_isa, lgl_fused, lgl_fused_prepared, lgl_prepare, mlp_fused, mlp_fused_prepared,
-                  mlp_prepare, patch_embed, patch_embed_prepare, patch_embed_prepared,
-                  supported_cpu_isas)
-from .reference import lgl_reference, mlp_reference, patch_embed_reference
+from .ops import (cpu_isa, dwconv, lgl_fused, lgl_fused_prepared, lgl_prepare, mlp_fused,
+                  mlp_fused_prepared, mlp_prepare, patch_embed, patch_embed_prepare,
+                  patch_embed_prepared, supported_cpu_isas)
+from .reference import dwconv_reference, lgl_reference, mlp_reference, patch_embed_reference
 
 __all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "lgl_reference", "mlp_fused",
            "mlp_prepare", "mlp_fused_prepared", "mlp_reference", "patch_embed",
-           "patch_embed_prepare", "patch_embed_prepared", "patch_embed_reference", "cpu_isa",
-           "supported_cpu_isas", "ops"]
+           "patch_embed_prepare", "patch_embed_prepared", "patch_embed_reference", "dwconv",
+           "dwconv_reference", "cpu_isa", "supported_cpu_isas", "ops"]
 __version__ = "0.1.0"

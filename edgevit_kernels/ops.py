@@ -5,6 +5,8 @@ kernels in ``csrc/``.
 * ``lgl_fused`` (+ ``lgl_prepare`` / ``lgl_fused_prepared``): GlobalSparseAttn.
 * ``mlp_fused`` (+ ``mlp_prepare`` / ``mlp_fused_prepared``): the blocks' MLP, CPU only.
 * ``patch_embed`` (+ ``patch_embed_prepare`` / ``patch_embed_prepared``): PatchEmbed, CPU only.
+* ``dwconv``: depthwise 'same' convolution with optional residual (positional encodings,
+  LocalAgg's aggregation), CPU only.
 """
 from __future__ import annotations
 
@@ -12,13 +14,14 @@ import importlib.util
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .reference import lgl_reference, mlp_reference, patch_embed_reference
 
 __all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "mlp_fused", "mlp_prepare",
            "mlp_fused_prepared", "patch_embed", "patch_embed_prepare", "patch_embed_prepared",
-           "check_args", "cpu_isa", "supported_cpu_isas", "has_kernel_for"]
+           "dwconv", "check_args", "cpu_isa", "supported_cpu_isas", "has_kernel_for"]
 
 
 def lgl_fused(
@@ -409,3 +412,77 @@ def _patch_embed_prepared_fake(x, prepared, out_channels, patch, layer_norm, nor
 
 
 _register_autograd_via_reference("edgevit::patch_embed", patch_embed_reference, (0, 1, 2, 4, 5))
+# ------------------------------------------------------------------------------- dwconv
+
+
+def dwconv(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+           residual: bool = False) -> Tensor:
+    """Depthwise k x k convolution (stride 1, zero padding k//2), plus ``x`` when ``residual``.
+
+    ``x`` is ``[B, C, H, W]`` float32 or float64 on CPU, any layout (channels_last is used as
+    is, anything else is copied to it once); ``weight`` is ``[C, 1, k, k]`` with odd ``k <= 7``;
+    ``bias`` is ``[C]`` or None. Returns a channels_last-contiguous ``[B, C, H, W]`` tensor of
+    ``x``'s dtype, equal to ``edgevit_kernels.reference.dwconv_reference`` (EdgeViT's local
+    aggregation ``x + dwconv(x)`` with ``residual=True``, its positional encoding)."""
+    return torch.ops.edgevit.dwconv.default(x, weight, bias, residual)
+
+
+def _dwconv_check(x, weight, bias) -> None:
+    """dwconv's argument contract (the C++ kernel checks the same in csrc/dwconv_cpu.cpp)."""
+    def check(cond, msg):
+        torch._check(cond, lambda: f"dwconv: {msg}")
+
+    check(x.dim() == 4, f"x must be 4-D [B, C, H, W], got shape {list(x.shape)}")
+    check(x.dtype in (torch.float32, torch.float64), f"x must be float32 or float64, got {x.dtype}")
+    C = x.shape[1]
+    ok = (weight.dim() == 4 and weight.shape[0] == C and weight.shape[1] == 1
+          and weight.shape[2] == weight.shape[3] and weight.shape[2] % 2 == 1
+          and weight.shape[2] <= 7)
+    check(ok, f"weight must have shape [C, 1, k, k] with C = x.size(1) = {C} and odd k <= 7, "
+              f"got {list(weight.shape)}")
+    for name, t, shape in (("weight", weight, None), ("bias", bias, (C,))):
+        if t is None:
+            continue
+        if shape is not None:
+            check(list(t.shape) == list(shape),
+                  f"{name} must have shape [C] with C = x.size(1) = {C}, got {list(t.shape)}")
+        check(t.dtype == x.dtype, f"{name} must have the dtype of x ({x.dtype}), got {t.dtype}")
+        check(t.device == x.device, f"{name} must be on the device of x ({x.device}), got {t.device}")
+
+
+@torch.library.register_fake("edgevit::dwconv")
+def _dwconv_fake(x, weight, bias, residual):
+    _dwconv_check(x, weight, bias)
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+
+
+def _dwconv_setup_context(ctx, inputs, output):
+    x, weight, bias, residual = inputs
+    ctx.residual = residual
+    ctx.has_bias = bias is not None
+    ctx.weight_shape = tuple(weight.shape)
+    # grad_x needs the weight, grad_weight needs x: save only what backward will use.
+    ctx.save_for_backward(x if ctx.needs_input_grad[1] else None,
+                          weight if ctx.needs_input_grad[0] else None)
+
+
+def _dwconv_backward(ctx, grad):
+    # Plain aten ops (convolution, its weight gradient, a sum), which have their own backward and
+    # trace under torch.compile.
+    x, weight = ctx.saved_tensors
+    C, _, k, _ = ctx.weight_shape
+    grad_x = grad_w = grad_b = None
+    if ctx.needs_input_grad[0]:
+        # The adjoint of a stride-1 'same' correlation is the correlation with the flipped kernel.
+        grad_x = F.conv2d(grad, weight.flip(-2, -1), padding=k // 2, groups=C)
+        if ctx.residual:
+            grad_x = grad_x + grad
+    if ctx.needs_input_grad[1]:
+        grad_w = torch.nn.grad.conv2d_weight(x, ctx.weight_shape, grad, padding=k // 2, groups=C)
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        grad_b = grad.sum((0, 2, 3))
+    return grad_x, grad_w, grad_b, None
+
+
+torch.library.register_autograd("edgevit::dwconv", _dwconv_backward,
+                                setup_context=_dwconv_setup_context)

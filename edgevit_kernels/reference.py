@@ -1,4 +1,5 @@
-"""Pure-PyTorch reference of ``edgevit::lgl_fused`` -- the ground truth of every test.
+"""Pure-PyTorch references of ``edgevit::lgl_fused`` and ``edgevit::dwconv`` -- the ground truth
+of every test.
 
 It is the official EdgeViT ``GlobalSparseAttn.forward`` (eval mode) written as a function of
 the op's arguments, generalised to maps whose sides the sampling ratio does not divide: the
@@ -103,3 +104,10 @@ def patch_embed_reference(
         y = F.layer_norm(y.permute(0, 2, 3, 1), (weight.shape[0],), norm_weight, norm_bias,
                          norm_eps).permute(0, 3, 1, 2)
     return y.contiguous(memory_format=torch.channels_last)
+def dwconv_reference(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                     residual: bool = False) -> Tensor:
+    """Depthwise k x k convolution of ``x`` [B, C, H, W] (stride 1, zero padding k//2), plus
+    ``x`` when ``residual``: EdgeViT's local aggregation (``x + conv(x)``) and positional
+    encoding."""
+    out = F.conv2d(x, weight, bias, stride=1, padding=weight.shape[-1] // 2, groups=x.shape[1])
+    return out + x if residual else out

@@ -2,6 +2,7 @@
 #include "isa.h"
 
 #include <cstring>
+#include <utility>
 
 namespace edgevit {
 namespace cpu {
@@ -60,10 +61,24 @@ const LglUKernels<float>* select_ukernels(const char* requested, std::string* er
 }
 
 const MlpUKernels<float>* mlp_ukernels_named(const char* isa) {
-  if (std::strcmp(isa, "scalar") == 0) return &scalar_mlp_ukernels<float>();
-  if (std::strcmp(isa, "avx2") == 0) return avx2_mlp_ukernels();
-  if (std::strcmp(isa, "avx512") == 0) return avx512_mlp_ukernels();
-  if (std::strcmp(isa, "neon") == 0) return neon_mlp_ukernels();
+  const std::pair<const char*, const MlpUKernels<float>*> tables[] = {
+      {"scalar", &scalar_mlp_ukernels<float>()},
+      {"avx2", avx2_mlp_ukernels()},
+      {"avx512", avx512_mlp_ukernels()},
+      {"neon", neon_mlp_ukernels()}};
+  for (const auto& [name, table] : tables)
+    if (std::strcmp(isa, name) == 0) return table;
+  return nullptr;
+}
+
+const DwconvUKernels<float>* dwconv_ukernels_named(const char* isa_name) {
+  const std::pair<const char*, const DwconvUKernels<float>*> tables[] = {
+      {"scalar", &scalar_dwconv_ukernels<float>()},
+      {"avx2", avx2_dwconv_ukernels()},
+      {"avx512", avx512_dwconv_ukernels()},
+      {"neon", neon_dwconv_ukernels()}};
+  for (const auto& [name, table] : tables)
+    if (std::strcmp(isa_name, name) == 0) return table;
   return nullptr;
 }
 

@@ -35,7 +35,7 @@
 //                   |o - o_ref| <= 1e-4 (1 + |o_ref|).
 //   mlp_fused (the MLP op's table, paired with the gemm table of the same ISA):
 //     gelu          n = 1..80 and 1000 over [-12, 12], plus 0, +-tiny, +-inf and NaN:
-//                   |g - g_ref| <= 4e-7 (1 + |x|) vs scalar's std::erf (A&S erf: 1.5e-7);
+//                   |g - g_ref| <= 4e-7 (1 + |x|) vs scalar's std::erf (SIMD erf: 4.5e-7 abs);
 //                   NaN where scalar has NaN.
 //     layernorm_rows  M 1..4 x C 1..70, 96, 144, 240, 384, ldx / ldo > C, with and without the
 //                   affine, ordinary rows and rows of mean 1e4: |o - o_ref| <= 1e-5 (1 + |o_ref|).
@@ -46,6 +46,17 @@
 //   patch_embed_prepare_weights + patch_embed_forward  the whole driver with each table vs scalar
 //                   (NCHW and channels_last x, patch 1..4, channel tails, LayerNorm on/off):
 //                   |o - o_ref| <= 1e-4 (1 + |o_ref|).
+//   dwconv row      the dwconv micro-kernel (dwconv_ukernels.h) of the same ISA vs the scalar
+//                   table: k {1, 3, 5, 7} x W {1..9, 14, 17, 28} x C {1..34, 36, 47, 48, 64, 72,
+//                   96, 144, 240, 288, 384} (tails of every vector width), input rows off the map
+//                   (null) at the top, bottom or both, bias and residual on or off; every input
+//                   row, the weights, bias and residual end at guard pages, the output row too
+//                   after a canary prefix. |o - o_ref| <= 2 (k*k + 2) eps_f32 S, S = |bias| +
+//                   sum |x w| + |res| (same order, FMA vs mul + add only). The scalar table
+//                   itself vs a plain double loop: |o - o_64| <= (k*k + 2) eps_f32 S.
+//   dwconv_forward  the driver with each table vs scalar on whole maps (H, W < k, C tails, B > 1):
+//                   the same tolerance; and bitwise equal with a serial and a one-task-at-a-time
+//                   ParallelFor (blocking independent of threads).
 //
 // Out-of-bounds checks: every input the kernels read (A, packed B, bias, softmax rows, y, pwt,
 // pb, src, scale, e, the prepared weights, the workspace) ends exactly at a PROT_NONE guard page,
@@ -60,7 +71,9 @@
 //        harness --bench    per ISA: gemm GFLOP/s on the workload's representative shapes, weight
 //                           packing ns per element, prop_rstd ns per token-offset, and
 //                           microseconds of lgl_prepare_weights and lgl_fused_forward on the
-//                           8 EdgeViT stage shapes (one thread)
+//                           8 EdgeViT stage shapes (one thread); dwconv_forward microseconds
+//                           on the EdgeViT local-aggregation shapes, k = 3 and 5; gelu ns per
+//                           element, layernorm_rows ns per row, mlp_forward microseconds
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -74,10 +87,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "../../csrc/cpu/dwconv.h"
 #include "../../csrc/cpu/isa.h"
 #include "../../csrc/cpu/lgl_fused.h"
 #include "../../csrc/cpu/lgl_fused_ukernels.h"
@@ -85,6 +100,8 @@
 #include "../../csrc/cpu/patch_embed.h"
 
 using edgevit::cpu::LglArgs;
+using edgevit::cpu::DwconvArgs;
+using DUK = edgevit::cpu::DwconvUKernels<float>;
 using edgevit::cpu::LglUKernels;
 using UK = LglUKernels<float>;
 using MUK = edgevit::cpu::MlpUKernels<float>;
@@ -151,7 +168,7 @@ struct Tally {
   const char* isa;
   int64_t cases = 0, failures = 0;
   double gemm_worst = 0, softmax_worst = 0, rstd_worst = 0, scale_worst = 0,  // err / tol
-      fused_worst = 0, gelu_worst = 0, layernorm_worst = 0, mlp_worst = 0;
+      fused_worst = 0, gelu_worst = 0, layernorm_worst = 0, mlp_worst = 0, dwconv_worst = 0;
   double exp_ulp = 0;
   double rstd_err[2] = {0, 0};  // max |r - r_ref| / r_ref: ordinary inputs, large-mean inputs
   double rstd_err64 = 0;        // max |r - float64 rstd of the same inputs| / it, large mean
@@ -800,6 +817,198 @@ void test_fused(const std::vector<const UK*>& isas, std::vector<Tally>& tallies)
 }
 
 // ------------------------------------------------------------------------------------------
+// dwconv
+
+// The dwconv table of the same ISA as an lgl table.
+const DUK& dwconv_table(const UK& uk) { return *edgevit::cpu::dwconv_ukernels_named(uk.name); }
+
+// out (and S, the sum of the magnitudes of its terms) of one output row in double, straight from
+// the definition (dwconv_ukernels.h).
+void dwconv_row_f64(int64_t W, int64_t C, int64_t k, const float* const* rows, const float* wt,
+                    const float* bias, const float* res, double* out, double* mag) {
+  const int64_t p = k / 2;
+  for (int64_t w = 0; w < W; ++w)
+    for (int64_t c = 0; c < C; ++c) {
+      double acc = bias ? bias[c] : 0.0, s = bias ? std::fabs(bias[c]) : 0.0;
+      for (int64_t kh = 0; kh < k; ++kh)
+        for (int64_t kw = 0; kw < k; ++kw) {
+          const int64_t iw = w + kw - p;
+          if (!rows[kh] || iw < 0 || iw >= W) continue;
+          const double t = double(rows[kh][iw * C + c]) * wt[(kh * k + kw) * C + c];
+          acc += t;
+          s += std::fabs(t);
+        }
+      if (res) {
+        acc += res[w * C + c];
+        s += std::fabs(res[w * C + c]);
+      }
+      out[w * C + c] = acc;
+      mag[w * C + c] = s;
+    }
+}
+
+int64_t g_dwconv_scalar_cases = 0, g_dwconv_scalar_failures = 0;
+double g_dwconv_scalar_worst = 0;  // err / tol of the scalar table vs float64
+
+// Compares got[0, n) to want with |got - want| <= factor (k*k + 2) eps_f32 mag; returns the
+// first bad index or -1, and raises *worst to the largest err / tol.
+int64_t dwconv_compare(const float* got, const float* want, const double* want64,
+                       const double* mag, int64_t n, int64_t k, double factor, double* worst) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double w = want ? double(want[i]) : want64[i];
+    const double err = std::fabs(double(got[i]) - w);
+    const double tol = factor * double(k * k + 2) * kEpsF32 * mag[i] + 1e-30;
+    if (!(err <= tol)) return i;
+    *worst = std::max(*worst, err / tol);
+  }
+  return -1;
+}
+
+void test_dwconv_rows(const std::vector<const UK*>& isas, std::vector<Tally>& tallies) {
+  const DUK& ref = edgevit::cpu::scalar_dwconv_ukernels<float>();
+  constexpr int64_t kPrefix = 16;
+  std::vector<int64_t> Cs;
+  for (int64_t C = 1; C <= 34; ++C) Cs.push_back(C);
+  for (int64_t C : {36, 47, 48, 64, 72, 96, 144, 240, 288, 384}) Cs.push_back(C);
+  int64_t variant = 0;
+  for (int64_t k : {1, 3, 5, 7})
+    for (int64_t W : {1, 2, 3, 4, 5, 6, 7, 8, 9, 14, 17, 28})
+      for (int64_t C : Cs) {
+        const int64_t p = k / 2, n = W * C;
+        ++variant;
+        // Rows off the map: none, the top ones, the bottom ones, or both (a map shorter than k).
+        const int64_t pattern = variant % 4, cut = p > 0 ? 1 + variant / 4 % p : 0;
+        const bool has_bias = variant % 3 != 0, has_res = variant % 5 < 3;
+        std::vector<std::unique_ptr<Guarded>> in;
+        std::vector<const float*> rows(k);
+        for (int64_t kh = 0; kh < k; ++kh) {
+          const bool off = ((pattern & 1) && kh < cut) || ((pattern & 2) && kh >= k - cut);
+          if (off) continue;
+          in.emplace_back(new Guarded(n));
+          for (int64_t i = 0; i < n; ++i) (*in.back())[i] = normal();
+          rows[kh] = in.back()->data();
+        }
+        Guarded wt(k * k * C), bias(C), res(n);
+        for (int64_t i = 0; i < k * k * C; ++i) wt[i] = uniform(-1.f, 1.f);
+        for (int64_t c = 0; c < C; ++c) bias[c] = normal();
+        for (int64_t i = 0; i < n; ++i) res[i] = normal();
+        const float* b = has_bias ? bias.data() : nullptr;
+        const float* r = has_res ? res.data() : nullptr;
+        std::vector<double> want64(n), mag(n);
+        dwconv_row_f64(W, C, k, rows.data(), wt.data(), b, r, want64.data(), mag.data());
+        Guarded want(n);
+        CURRENT("scalar dwconv row k=%ld W=%ld C=%ld", long(k), long(W), long(C));
+        ref.row(W, C, k, rows.data(), wt.data(), b, r, want.data());
+        ++g_dwconv_scalar_cases;
+        const int64_t bad64 = dwconv_compare(want.data(), nullptr, want64.data(), mag.data(), n,
+                                             k, 1.0, &g_dwconv_scalar_worst);
+        if (bad64 >= 0) {
+          ++g_dwconv_scalar_failures;
+          std::printf("FAIL [scalar] dwconv row k=%ld W=%ld C=%ld: out[%ld] = %.9g, float64 %.9g\n",
+                      long(k), long(W), long(C), long(bad64), want[bad64], want64[bad64]);
+        }
+        for (size_t t = 0; t < isas.size(); ++t) {
+          Tally& tally = tallies[t];
+          ++tally.cases;
+          const DUK& uk = dwconv_table(*isas[t]);
+          Guarded out(kPrefix + n);
+          out.fill(canary());
+          CURRENT("%s dwconv row k=%ld W=%ld C=%ld", uk.name, long(k), long(W), long(C));
+          uk.row(W, C, k, rows.data(), wt.data(), b, r, out.data() + kPrefix);
+          for (int64_t i = 0; i < kPrefix; ++i)
+            if (!is_canary(out[i])) {
+              fail(tally, "dwconv row k=%ld W=%ld C=%ld: wrote before the row", long(k), long(W),
+                   long(C));
+              break;
+            }
+          const int64_t bad = dwconv_compare(out.data() + kPrefix, want.data(), nullptr,
+                                             mag.data(), n, k, 2.0, &tally.dwconv_worst);
+          if (bad >= 0)
+            fail(tally, "dwconv row k=%ld W=%ld C=%ld pattern=%ld bias=%d res=%d: out[%ld] = "
+                 "%.9g, scalar %.9g", long(k), long(W), long(C), long(pattern), int(has_bias),
+                 int(has_res), long(bad), out[kPrefix + bad], want[bad]);
+        }
+      }
+}
+
+struct DwShape {
+  int64_t B, H, W, C, k;
+  bool bias, residual;
+};
+
+// The driver on one map with table uk; x, wt, bias and out end at guard pages.
+std::vector<float> run_dwconv(const DUK& uk, const DwShape& s, const std::vector<float>& x,
+                              const std::vector<float>& wt, const std::vector<float>& bias,
+                              bool one_by_one) {
+  Guarded gx(int64_t(x.size())), gw(int64_t(wt.size())), gb(s.C), out(s.B * s.H * s.W * s.C);
+  std::copy(x.begin(), x.end(), gx.data());
+  std::copy(wt.begin(), wt.end(), gw.data());
+  std::copy(bias.begin(), bias.end(), gb.data());
+  out.fill(canary());
+  DwconvArgs<float> a{};
+  a.B = s.B; a.C = s.C; a.H = s.H; a.W = s.W; a.k = s.k;
+  a.x = gx.data(); a.wt = gw.data(); a.bias = s.bias ? gb.data() : nullptr;
+  a.residual = s.residual;
+  a.out = out.data();
+  edgevit::cpu::dwconv_forward<float>(a, uk, one_by_one ? one_by_one_for : serial_for);
+  return std::vector<float>(out.data(), out.data() + out.size());
+}
+
+void test_dwconv_forward(const std::vector<const UK*>& isas, std::vector<Tally>& tallies) {
+  const DwShape shapes[] = {
+      {1, 1, 1, 1, 1, true, false},     {1, 2, 3, 17, 7, true, true},
+      {3, 5, 4, 33, 5, false, true},    {2, 7, 7, 288, 5, true, true},
+      {1, 14, 14, 240, 3, true, false}, {1, 3, 9, 15, 7, false, false},
+      {2, 28, 28, 72, 3, true, true},   {1, 56, 56, 36, 3, true, true},
+      {1, 6, 1, 31, 3, true, true},     {2, 9, 11, 40, 1, true, true},
+  };
+  const DUK& ref = edgevit::cpu::scalar_dwconv_ukernels<float>();
+  for (const DwShape& s : shapes) {
+    const int64_t n = s.B * s.H * s.W * s.C;
+    std::vector<float> x(n), wt(s.k * s.k * s.C), bias(s.C);
+    for (float& v : x) v = normal();
+    for (float& v : wt) v = uniform(-1.f, 1.f);
+    for (float& v : bias) v = normal();
+    // S of every output element, for the tolerance.
+    std::vector<double> mag(n), unused(n);
+    const int64_t row_size = s.W * s.C;
+    for (int64_t b = 0; b < s.B; ++b)
+      for (int64_t h = 0; h < s.H; ++h) {
+        std::vector<const float*> rows(s.k);
+        for (int64_t kh = 0; kh < s.k; ++kh) {
+          const int64_t ih = h + kh - s.k / 2;
+          rows[kh] = ih >= 0 && ih < s.H ? &x[(b * s.H + ih) * row_size] : nullptr;
+        }
+        const int64_t o = (b * s.H + h) * row_size;
+        dwconv_row_f64(s.W, s.C, s.k, rows.data(), wt.data(), s.bias ? bias.data() : nullptr,
+                       s.residual ? &x[o] : nullptr, &unused[o], &mag[o]);
+      }
+    CURRENT("scalar dwconv_forward B=%ld H=%ld W=%ld C=%ld k=%ld", long(s.B), long(s.H),
+            long(s.W), long(s.C), long(s.k));
+    const std::vector<float> want = run_dwconv(ref, s, x, wt, bias, false);
+    for (size_t t = 0; t < isas.size(); ++t) {
+      Tally& tally = tallies[t];
+      ++tally.cases;
+      const DUK& uk = dwconv_table(*isas[t]);
+      CURRENT("%s dwconv_forward B=%ld H=%ld W=%ld C=%ld k=%ld", uk.name, long(s.B), long(s.H),
+              long(s.W), long(s.C), long(s.k));
+      const std::vector<float> got = run_dwconv(uk, s, x, wt, bias, false);
+      const std::vector<float> got1 = run_dwconv(uk, s, x, wt, bias, true);
+      const int64_t bad = dwconv_compare(got.data(), want.data(), nullptr, mag.data(), n, s.k,
+                                         2.0, &tally.dwconv_worst);
+      if (bad >= 0)
+        fail(tally, "dwconv_forward B=%ld H=%ld W=%ld C=%ld k=%ld: out[%ld] = %.9g, scalar %.9g",
+             long(s.B), long(s.H), long(s.W), long(s.C), long(s.k), long(bad), got[bad],
+             want[bad]);
+      if (std::memcmp(got.data(), got1.data(), sizeof(float) * size_t(n)) != 0)
+        fail(tally, "dwconv_forward B=%ld H=%ld W=%ld C=%ld k=%ld: differs between a serial and "
+             "a one-task-at-a-time ParallelFor", long(s.B), long(s.H), long(s.W), long(s.C),
+             long(s.k));
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------
 // mlp_fused micro-kernels and driver
 
 const MUK* mlp_table(const UK* uk) { return edgevit::cpu::mlp_ukernels_named(uk->name); }
@@ -1198,6 +1407,31 @@ void bench(const std::vector<const UK*>& isas) {
     }
     std::printf("\n");
   }
+  // dwconv_forward on the EdgeViT local-aggregation / positional-encoding shapes (B = 1, bias,
+  // residual), one thread.
+  std::printf("dwconv_forward, microseconds; B = 1, bias + residual, one thread\n");
+  const int64_t dw_shapes[][2] = {{36, 56}, {72, 28}, {144, 14}, {288, 7},
+                                  {48, 56}, {96, 28}, {240, 14}, {384, 7}};
+  for (const auto& cs : dw_shapes)
+    for (int64_t k : {3, 5}) {
+      const DwShape s{1, cs[1], cs[1], cs[0], k, true, true};
+      std::printf("  %2ldx%2ld C=%3ld k=%ld", long(s.H), long(s.W), long(s.C), long(k));
+      std::vector<float> x(s.H * s.W * s.C), wt(k * k * s.C), bias(s.C), out(x.size());
+      for (float& v : x) v = normal();
+      for (float& v : wt) v = uniform(-1.f, 1.f);
+      for (float& v : bias) v = normal();
+      DwconvArgs<float> a{};
+      a.B = 1; a.C = s.C; a.H = s.H; a.W = s.W; a.k = k;
+      a.x = x.data(); a.wt = wt.data(); a.bias = bias.data(); a.residual = true;
+      a.out = out.data();
+      for (const UK* uk : isas) {
+        const DUK& duk = dwconv_table(*uk);
+        const double t = best_seconds(
+            [&] { edgevit::cpu::dwconv_forward<float>(a, duk, serial_for); }, 15);
+        std::printf("  %s %7.1f", duk.name, t * 1e6);
+      }
+      std::printf("\n");
+    }
 }
 
 }  // namespace
@@ -1268,7 +1502,11 @@ int main(int argc, char** argv) {
   test_mlp_ukernels(isas, tallies);
   test_mlp_driver(isas, tallies);
   test_patch_embed_driver(isas, tallies);
-  bool ok = true;
+  test_dwconv_rows(isas, tallies);
+  test_dwconv_forward(isas, tallies);
+  bool ok = g_dwconv_scalar_failures == 0;
+  std::printf("  scalar dwconv vs float64: %ld of %ld cases failed, worst err/tol %.3f\n",
+              long(g_dwconv_scalar_failures), long(g_dwconv_scalar_cases), g_dwconv_scalar_worst);
   for (size_t t = 0; t < isas.size(); ++t) {
     const Tally& tl = tallies[t];
     std::printf("  %s worst err/tol: gemm %.3f softmax %.3f prop_rstd %.3f scale_rows %.3f "
@@ -1277,9 +1515,9 @@ int main(int argc, char** argv) {
                 tl.isa, tl.gemm_worst, tl.softmax_worst, tl.rstd_worst, tl.scale_worst,
                 tl.fused_worst, softmax_rel[t], tl.exp_ulp, tl.rstd_err[0], long(kInfoMinC),
                 tl.rstd_err[1], tl.rstd_err64, g_scalar_rstd_err64);
-    std::printf("  %s mlp_fused worst err/tol: gelu %.3f layernorm_rows %.3f drivers (mlp, "
-                "patch_embed) %.3f\n",
-                tl.isa, tl.gelu_worst, tl.layernorm_worst, tl.mlp_worst);
+    std::printf("  %s worst err/tol: gelu %.3f layernorm_rows %.3f drivers (mlp, patch_embed) %.3f "
+                "dwconv %.3f\n",
+                tl.isa, tl.gelu_worst, tl.layernorm_worst, tl.mlp_worst, tl.dwconv_worst);
   }
   for (const Tally& tl : tallies) {
     if (tl.failures) {

@@ -1,0 +1,58 @@
+// AVX-512 micro-kernel of edgevit::dwconv (contract: dwconv_ukernels.h; loop skeleton and
+// tiling: dwconv_simd.h; readable reference: dwconv_scalar.cpp). Built with -mavx512f
+// -mavx512bw -mavx512vl -mavx512dq -mfma for this file only (setup.py, tests/native/Makefile);
+// isa.cpp calls it only on CPUs that have those features.
+//
+// 16 channels per zmm; the C % 16 tail block uses masked loads (which do not fault on masked-off
+// lanes) and masked stores, so nothing past channel C is touched.
+#include "dwconv_ukernels.h"
+
+#if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__FMA__)
+#define EDGEVIT_HAVE_AVX512 1
+// GCC 12 false positive inside its own headers (see lgl_fused_avx512.cpp).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#include <immintrin.h>
+
+#include "dwconv_simd.h"
+#endif
+
+namespace edgevit {
+namespace cpu {
+
+#if defined(EDGEVIT_HAVE_AVX512)
+namespace {
+
+struct Full {
+  using Vec = __m512;
+  static constexpr int64_t kLanes = 16;
+  Vec load(const float* p) const { return _mm512_loadu_ps(p); }
+  void store(float* p, Vec v) const { _mm512_storeu_ps(p, v); }
+  static Vec zero() { return _mm512_setzero_ps(); }
+  static Vec fma(Vec a, Vec b, Vec acc) { return _mm512_fmadd_ps(a, b, acc); }
+  static Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+};
+
+struct Tail : Full {
+  __mmask16 m;
+  explicit Tail(int64_t n) : m(__mmask16((1u << n) - 1u)) {}
+  Vec load(const float* p) const { return _mm512_maskz_loadu_ps(m, p); }
+  void store(float* p, Vec v) const { _mm512_mask_storeu_ps(p, m, v); }
+};
+
+const DwconvUKernels<float> kTable{"avx512", dwconv_simd::row<Full, Tail>};
+
+}  // namespace
+
+const DwconvUKernels<float>* avx512_dwconv_ukernels() { return &kTable; }
+
+#else
+
+const DwconvUKernels<float>* avx512_dwconv_ukernels() { return nullptr; }
+
+#endif
+
+}  // namespace cpu
+}  // namespace edgevit
