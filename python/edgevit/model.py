@@ -209,6 +209,14 @@ def _eval_cached(module: nn.Module, slot: str, params, x: Tensor, build):
     return value
 
 
+def _pos_embed_residual(conv: nn.Conv2d, x: Tensor, fused: bool) -> Tensor:
+    """x + conv(x) for a depthwise 'same' convolution (EdgeViT's positional encodings and
+    LocalAgg's 5x5 aggregation without the residual go through ``_dwconv``)."""
+    if fused:
+        return torch.ops.edgevit.dwconv(x, conv.weight, conv.bias, True)
+    return x + conv(x)
+
+
 def _is_exact_gelu(act: nn.Module) -> bool:
     """Whether act is the activation mlp_fused computes (nn.GELU with the exact erf form)."""
     return isinstance(act, nn.GELU) and act.approximate == "none"
@@ -427,9 +435,9 @@ class LocalAgg(nn.Module):
         the same map up to rounding. x is channels_last, so its [B, H, W, C] view is
         contiguous and the 1x1 convolutions and the MLP run on it without copies."""
         w1, b1, w2, b2, mlp = folded
-        x = x + self.pos_embed(x)
+        x = _pos_embed_residual(self.pos_embed, x, True)  # x + dwconv3x3(x), one edgevit::dwconv
         u = F.linear(x.permute(0, 2, 3, 1), w1, b1).permute(0, 3, 1, 2)  # BN + conv1
-        u = self.attn(u)
+        u = torch.ops.edgevit.dwconv(u, self.attn.weight, self.attn.bias, False)  # dwconv5x5
         x = x + F.linear(u.permute(0, 2, 3, 1), w2, b2).permute(0, 3, 1, 2)  # conv2
         # x + fc2(GELU(fc1(BN(x)))), BN folded into fc1
         return torch.ops.edgevit.mlp_fused_prepared(x.permute(0, 2, 3, 1), mlp, 0.0,
@@ -463,14 +471,17 @@ class SelfAttn(nn.Module):
         return [self.norm2.weight, self.norm2.bias, self.mlp.fc1.weight, self.mlp.fc1.bias,
                 self.mlp.fc2.weight, self.mlp.fc2.bias]
 
+    def _eval_fused(self, x: Tensor) -> bool:
+        """Whether the eval fast path (the edgevit CPU ops on cached weights) serves this call."""
+        return (self.fuse_eval and _eval_fast_path(self, x, self.parameters())
+                and _kernels_unavailable(x, self.mlp.fc1.weight.dtype) is None)
+
     def _fused_mlp(self, x: Tensor) -> Optional[Tensor]:
         """x + mlp(norm2(x)) by edgevit::mlp_fused_prepared, or None where the eval fast path
         does not apply (then the caller runs the modules)."""
         params = self._mlp_params()
-        if (not self.fuse_eval or not isinstance(self.norm2, nn.LayerNorm)
-                or not _is_exact_gelu(self.mlp.act)
-                or not _eval_fast_path(self, x, params)
-                or _kernels_unavailable(x, self.mlp.fc1.weight.dtype) is not None):
+        if (not isinstance(self.norm2, nn.LayerNorm) or not _is_exact_gelu(self.mlp.act)
+                or not self._eval_fused(x)):
             return None
         prepared = _eval_cached(self, "_mlp_prepared", params, x, lambda: _load_kernels().mlp_prepare(
             self.mlp.fc1.weight, self.mlp.fc1.bias, self.mlp.fc2.weight, self.mlp.fc2.bias,
@@ -478,7 +489,7 @@ class SelfAttn(nn.Module):
         return torch.ops.edgevit.mlp_fused_prepared(x, prepared, float(self.norm2.eps), True)
 
     def forward(self, x):
-        x = x + self.pos_embed(x)
+        x = _pos_embed_residual(self.pos_embed, x, self._eval_fused(x))
         B, N, H, W = x.shape
         x = x.flatten(2).transpose(1, 2)
         x = x + self.drop_path(self.attn(self.norm1(x), H, W))
