@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "cpu/isa.h"
 #include "cpu/lgl_fused.h"  // cpu::ParallelFor

@@ -56,6 +56,16 @@ TORCH_LIBRARY(edgevit, m) {
       "bool layer_norm, Tensor? norm_weight, Tensor? norm_bias, float norm_eps) -> Tensor");
   m.def("patch_embed_prepared_numel(int Cin, int Cout, int patch, ScalarType dtype) -> int",
         &edgevit::patch_embed_prepared_numel);
+  // A Linear layer on rows with the residual added in the same pass: out = x W^T + b [+ residual]
+  // (LocalAgg's 1x1 convolutions on channels_last maps). linear_prepare / linear_fused_prepared
+  // split it like lgl_fused. CPU only, inference only.
+  m.def("linear_fused(Tensor x, Tensor weight, Tensor? bias, Tensor? residual) -> Tensor");
+  m.def("linear_prepare(Tensor weight, Tensor? bias) -> Tensor");
+  m.def(
+      "linear_fused_prepared(Tensor x, Tensor prepared, int out_features, Tensor? residual) "
+      "-> Tensor");
+  m.def("linear_prepared_numel(int in_features, int out_features, ScalarType dtype) -> int",
+        &edgevit::linear_prepared_numel);
   m.def("cpu_isa() -> str", &edgevit::cpu_isa);
   m.def("supported_cpu_isas() -> str", &edgevit::supported_cpu_isas);
 }

@@ -23,5 +23,7 @@ int64_t mlp_prepared_numel(int64_t C, int64_t hidden, c10::ScalarType dtype);
 // Elements of the tensor patch_embed_prepare returns for these sizes and dtype with the ISA in use.
 int64_t patch_embed_prepared_numel(int64_t Cin, int64_t Cout, int64_t patch,
                                    c10::ScalarType dtype);
+// Elements of the tensor linear_prepare returns for these sizes and dtype with the ISA in use.
+int64_t linear_prepared_numel(int64_t in_features, int64_t out_features, c10::ScalarType dtype);
 
 }  // namespace edgevit

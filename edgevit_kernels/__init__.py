@@ -1,5 +1,6 @@
 """edgevit-kernels: fused EdgeViT ops: ``torch.ops.edgevit.lgl_fused`` (GlobalSparseAttn),
-``mlp_fused`` (the blocks' MLP), ``patch_embed`` (PatchEmbed) and ``dwconv`` (depthwise conv).
+``mlp_fused`` (the blocks' MLP), ``patch_embed`` (PatchEmbed), ``dwconv`` (depthwise conv) and ``linear_fused``
+(Linear + residual).
 
 Importing this package loads the C++ extension (operator schemas and CPU kernels), registers the
 fake kernel and autograd formula, and -- when Triton is installed -- the CUDA kernel. If the
@@ -30,13 +31,16 @@ except Exception as _e:  # ImportError, OSError (undefined symbol, ...), errors 
     ) from None
 
 from . import ops
-from .ops import (cpu_isa, dwconv, lgl_fused, lgl_fused_prepared, lgl_prepare, mlp_fused,
+from .ops import (cpu_isa, dwconv, lgl_fused, lgl_fused_prepared, lgl_prepare, linear_fused,
+                  linear_fused_prepared, linear_prepare, mlp_fused,
                   mlp_fused_prepared, mlp_prepare, patch_embed, patch_embed_prepare,
                   patch_embed_prepared, supported_cpu_isas)
-from .reference import dwconv_reference, lgl_reference, mlp_reference, patch_embed_reference
+from .reference import (dwconv_reference, lgl_reference, linear_reference, mlp_reference,
+                        patch_embed_reference)
 
 __all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "lgl_reference", "mlp_fused",
            "mlp_prepare", "mlp_fused_prepared", "mlp_reference", "patch_embed",
            "patch_embed_prepare", "patch_embed_prepared", "patch_embed_reference", "dwconv",
-           "dwconv_reference", "cpu_isa", "supported_cpu_isas", "ops"]
+           "dwconv_reference", "linear_fused", "linear_prepare", "linear_fused_prepared",
+           "linear_reference", "cpu_isa", "supported_cpu_isas", "ops"]
 __version__ = "0.1.0"

@@ -5,6 +5,7 @@ kernels in ``csrc/``.
 * ``lgl_fused`` (+ ``lgl_prepare`` / ``lgl_fused_prepared``): GlobalSparseAttn.
 * ``mlp_fused`` (+ ``mlp_prepare`` / ``mlp_fused_prepared``): the blocks' MLP, CPU only.
 * ``patch_embed`` (+ ``patch_embed_prepare`` / ``patch_embed_prepared``): PatchEmbed, CPU only.
+* ``linear_fused`` (+ ``linear_prepare`` / ``linear_fused_prepared``): Linear + residual, CPU only.
 * ``dwconv``: depthwise 'same' convolution with optional residual (positional encodings,
   LocalAgg's aggregation), CPU only.
 """
@@ -17,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .reference import lgl_reference, mlp_reference, patch_embed_reference
+from .reference import linear_reference, lgl_reference, mlp_reference, patch_embed_reference
 
 __all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "mlp_fused", "mlp_prepare",
            "mlp_fused_prepared", "patch_embed", "patch_embed_prepare", "patch_embed_prepared",
-           "dwconv", "check_args", "cpu_isa", "supported_cpu_isas", "has_kernel_for"]
+           "dwconv", "linear_fused", "linear_prepare", "linear_fused_prepared", "check_args", "cpu_isa", "supported_cpu_isas", "has_kernel_for"]
 
 
 def lgl_fused(
@@ -486,3 +487,64 @@ def _dwconv_backward(ctx, grad):
 
 torch.library.register_autograd("edgevit::dwconv", _dwconv_backward,
                                 setup_context=_dwconv_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# linear_fused: out = x W^T + b [+ residual] (LocalAgg's 1x1 convolutions). CPU only.
+
+
+def linear_fused(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                 residual: Optional[Tensor] = None) -> Tensor:
+    """``F.linear(x, weight, bias) [+ residual]`` in one pass (CPU): ``x`` [..., in_features],
+    ``weight`` [out_features, in_features], ``residual`` of the output's shape. Returns a
+    contiguous tensor (float32 or float64). Differentiable (the backward recomputes through
+    ``edgevit_kernels.reference.linear_reference``)."""
+    return torch.ops.edgevit.linear_fused.default(x, weight, bias, residual)
+
+
+def linear_prepare(weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """The weight packing of ``linear_fused`` alone (CPU), for ``linear_fused_prepared``."""
+    return torch.ops.edgevit.linear_prepare.default(weight, bias)
+
+
+def linear_fused_prepared(x: Tensor, prepared: Tensor, out_features: int,
+                          residual: Optional[Tensor] = None) -> Tensor:
+    """``linear_fused`` with the weight from ``linear_prepare`` (CPU, inference: no autograd).
+    ``out_features`` gives the output shape without reading ``prepared`` (checked against it)."""
+    return torch.ops.edgevit.linear_fused_prepared.default(x, prepared, out_features, residual)
+
+
+def _linear_out(op, x, K, N, residual):
+    torch._check(x.dim() >= 1 and x.shape[-1] == K,
+                 lambda: f"{op}: x must be [..., in_features] with in_features = {K}, got shape "
+                         f"{list(x.shape)}")
+    shape = (*x.shape[:-1], N)
+    if residual is not None:
+        torch._check(tuple(residual.shape) == tuple(shape),
+                     lambda: f"{op}: residual must have the output's shape {list(shape)}")
+    return x.new_empty(shape)
+
+
+@torch.library.register_fake("edgevit::linear_fused")
+def _linear_fused_fake(x, weight, bias, residual):
+    torch._check(weight.dim() == 2, lambda: "linear_fused: weight must be a non-empty 2-D "
+                                            "[out_features, in_features] tensor")
+    return _linear_out("linear_fused", x, weight.shape[1], weight.shape[0], residual)
+
+
+@torch.library.register_fake("edgevit::linear_prepare")
+def _linear_prepare_fake(weight, bias):
+    torch._check(weight.dim() == 2, lambda: "linear_prepare: weight must be 2-D")
+    N, K = weight.shape
+    return weight.new_empty((torch.ops.edgevit.linear_prepared_numel(K, N, weight.dtype),))
+
+
+@torch.library.register_fake("edgevit::linear_fused_prepared")
+def _linear_fused_prepared_fake(x, prepared, out_features, residual):
+    torch._check(prepared.dim() == 1 and prepared.dtype == x.dtype,
+                 lambda: "linear_fused_prepared: prepared must be a 1-D tensor of x's dtype made "
+                         "by edgevit::linear_prepare")
+    return _linear_out("linear_fused_prepared", x, x.shape[-1], out_features, residual)
+
+
+_register_autograd_via_reference("edgevit::linear_fused", linear_reference, (0, 1, 2, 3))

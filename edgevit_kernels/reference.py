@@ -111,3 +111,11 @@ def dwconv_reference(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     encoding."""
     out = F.conv2d(x, weight, bias, stride=1, padding=weight.shape[-1] // 2, groups=x.shape[1])
     return out + x if residual else out
+
+
+def linear_reference(x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                     residual: Optional[Tensor]) -> Tensor:
+    """Pure-PyTorch reference of ``edgevit::linear_fused``: ``F.linear(x, weight, bias)``, plus
+    ``residual`` when given (LocalAgg's 1x1 convolutions on the [B, H, W, C] view)."""
+    y = F.linear(x, weight, bias)
+    return y + residual if residual is not None else y

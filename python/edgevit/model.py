@@ -409,15 +409,17 @@ class LocalAgg(nn.Module):
                 self.mlp.fc1.weight, self.mlp.fc1.bias, self.mlp.fc2.weight, self.mlp.fc2.bias]
 
     def _folded_weights(self, params, x):
-        """(conv1 weight, bias with norm1 folded in, conv2 weight, bias, the mlp_prepare buffer
-        of the MLP with norm2 folded into fc1); cached, see _eval_cached."""
+        """The linear_prepare buffers of conv1 (norm1 folded in) and conv2, and the mlp_prepare
+        buffer of the MLP (norm2 folded into fc1); cached, see _eval_cached."""
         def build():
+            kernels = _load_kernels()
             with torch.no_grad():
                 w1, b1 = _fold_bn_into_1x1(self.norm1, self.conv1)
                 wf1, bf1 = _fold_bn_into_1x1(self.norm2, self.mlp.fc1)
-                mlp = _load_kernels().mlp_prepare(wf1, bf1, self.mlp.fc2.weight.flatten(1),
-                                                  self.mlp.fc2.bias)
-                return (w1, b1, self.conv2.weight.flatten(1), self.conv2.bias, mlp)
+                return (kernels.linear_prepare(w1, b1),
+                        kernels.linear_prepare(self.conv2.weight.flatten(1), self.conv2.bias),
+                        kernels.mlp_prepare(wf1, bf1, self.mlp.fc2.weight.flatten(1),
+                                            self.mlp.fc2.bias))
         return _eval_cached(self, "_folded", params, x, build)
 
     def forward(self, x):
@@ -431,17 +433,19 @@ class LocalAgg(nn.Module):
         return x
 
     def forward_folded(self, x, folded):
-        """The eval-mode forward with folded BatchNorms and the fused MLP (edgevit::mlp_fused);
-        the same map up to rounding. x is channels_last, so its [B, H, W, C] view is
-        contiguous and the 1x1 convolutions and the MLP run on it without copies."""
-        w1, b1, w2, b2, mlp = folded
+        """The eval-mode forward on the edgevit CPU ops, with the BatchNorms folded; the same
+        map up to rounding. x is channels_last, so its [B, H, W, C] view is contiguous and every
+        step reads and writes it without copies."""
+        conv1, conv2, mlp = folded
+        C = x.shape[1]
         x = _pos_embed_residual(self.pos_embed, x, True)  # x + dwconv3x3(x), one edgevit::dwconv
-        u = F.linear(x.permute(0, 2, 3, 1), w1, b1).permute(0, 3, 1, 2)  # BN + conv1
-        u = torch.ops.edgevit.dwconv(u, self.attn.weight, self.attn.bias, False)  # dwconv5x5
-        x = x + F.linear(u.permute(0, 2, 3, 1), w2, b2).permute(0, 3, 1, 2)  # conv2
+        xt = x.permute(0, 2, 3, 1)
+        u = torch.ops.edgevit.linear_fused_prepared(xt, conv1, C, None)  # BN + conv1
+        u = torch.ops.edgevit.dwconv(u.permute(0, 3, 1, 2), self.attn.weight, self.attn.bias,
+                                     False)  # dwconv5x5
+        xt = torch.ops.edgevit.linear_fused_prepared(u.permute(0, 2, 3, 1), conv2, C, xt)  # x + conv2
         # x + fc2(GELU(fc1(BN(x)))), BN folded into fc1
-        return torch.ops.edgevit.mlp_fused_prepared(x.permute(0, 2, 3, 1), mlp, 0.0,
-                                                    True).permute(0, 3, 1, 2)
+        return torch.ops.edgevit.mlp_fused_prepared(xt, mlp, 0.0, True).permute(0, 3, 1, 2)
 
 
 class SelfAttn(nn.Module):

@@ -46,6 +46,8 @@
 //   patch_embed_prepare_weights + patch_embed_forward  the whole driver with each table vs scalar
 //                   (NCHW and channels_last x, patch 1..4, channel tails, LayerNorm on/off):
 //                   |o - o_ref| <= 1e-4 (1 + |o_ref|).
+//   linear_prepare_weights + linear_forward  each table vs scalar (rows 1..130, channel tails,
+//                   residual on/off, one task at a time): |o - o_ref| <= 1e-4 (1 + |o_ref|).
 //   dwconv row      the dwconv micro-kernel (dwconv_ukernels.h) of the same ISA vs the scalar
 //                   table: k {1, 3, 5, 7} x W {1..9, 14, 17, 28} x C {1..34, 36, 47, 48, 64, 72,
 //                   96, 144, 240, 288, 384} (tails of every vector width), input rows off the map
@@ -96,6 +98,7 @@
 #include "../../csrc/cpu/isa.h"
 #include "../../csrc/cpu/lgl_fused.h"
 #include "../../csrc/cpu/lgl_fused_ukernels.h"
+#include "../../csrc/cpu/linear_fused.h"
 #include "../../csrc/cpu/mlp_fused.h"
 #include "../../csrc/cpu/patch_embed.h"
 
@@ -1167,6 +1170,49 @@ void test_mlp_driver(const std::vector<const UK*>& isas, std::vector<Tally>& tal
 }
 
 
+void test_linear_driver(const std::vector<const UK*>& isas, std::vector<Tally>& tallies) {
+  const int64_t shapes[][3] = {{1, 1, 1}, {63, 5, 17}, {65, 33, 7}, {130, 36, 36}, {70, 144, 40}};
+  for (const auto& sh : shapes)
+    for (int with_residual = 0; with_residual < 2; ++with_residual) {
+      const int64_t M = sh[0], K = sh[1], N = sh[2];
+      std::vector<float> x(M * K), w(N * K), b(N), res(M * N);
+      for (float& v : x) v = normal();
+      for (float& v : w) v = normal() / std::sqrt(float(K));
+      for (float& v : b) v = normal();
+      for (float& v : res) v = normal();
+      edgevit::cpu::LinearArgs<float> a{};
+      a.M = M; a.K = K; a.N = N; a.weight = w.data(); a.bias = b.data(); a.x = x.data();
+      a.residual = with_residual ? res.data() : nullptr;
+      auto run = [&](const UK& uk, std::vector<float>& out) {
+        std::vector<float> weights(edgevit::cpu::linear_weights_size(K, N, uk.nr));
+        out.assign(M * N, 0.f);
+        a.out = out.data();
+        edgevit::cpu::linear_prepare_weights<float>(a, uk, weights.data());
+        edgevit::cpu::linear_forward<float>(a, uk, *mlp_table(&uk), weights.data(),
+                                            one_by_one_for);
+      };
+      std::vector<float> want, got;
+      run(edgevit::cpu::scalar_ukernels<float>(), want);
+      for (size_t t = 0; t < isas.size(); ++t) {
+        Tally& tally = tallies[t];
+        ++tally.cases;
+        CURRENT("%s linear_forward M=%ld K=%ld N=%ld", isas[t]->name, long(M), long(K), long(N));
+        run(*isas[t], got);
+        for (int64_t i = 0; i < M * N; ++i) {
+          const double err = std::fabs(double(got[i]) - want[i]);
+          const double tol = 1e-4 * (1.0 + std::fabs(double(want[i])));
+          tally.mlp_worst = std::max(tally.mlp_worst, err / tol);
+          if (!(err <= tol)) {
+            fail(tally, "linear_forward M=%ld K=%ld N=%ld: out[%ld] = %.9g, scalar %.9g", long(M),
+                 long(K), long(N), long(i), got[i], want[i]);
+            break;
+          }
+        }
+      }
+    }
+}
+
+
 void test_patch_embed_driver(const std::vector<const UK*>& isas, std::vector<Tally>& tallies) {
   struct Shape { int64_t B, Cin, H, W, Cout, p; bool channels_last, layer_norm; };
   const Shape shapes[] = {{1, 3, 32, 32, 36, 4, false, true}, {2, 36, 12, 10, 72, 2, true, true},
@@ -1502,6 +1548,7 @@ int main(int argc, char** argv) {
   test_mlp_ukernels(isas, tallies);
   test_mlp_driver(isas, tallies);
   test_patch_embed_driver(isas, tallies);
+  test_linear_driver(isas, tallies);
   test_dwconv_rows(isas, tallies);
   test_dwconv_forward(isas, tallies);
   bool ok = g_dwconv_scalar_failures == 0;
@@ -1515,7 +1562,7 @@ int main(int argc, char** argv) {
                 tl.isa, tl.gemm_worst, tl.softmax_worst, tl.rstd_worst, tl.scale_worst,
                 tl.fused_worst, softmax_rel[t], tl.exp_ulp, tl.rstd_err[0], long(kInfoMinC),
                 tl.rstd_err[1], tl.rstd_err64, g_scalar_rstd_err64);
-    std::printf("  %s worst err/tol: gelu %.3f layernorm_rows %.3f drivers (mlp, patch_embed) %.3f "
+    std::printf("  %s worst err/tol: gelu %.3f layernorm_rows %.3f drivers (mlp, patch_embed, linear) %.3f "
                 "dwconv %.3f\n",
                 tl.isa, tl.gelu_worst, tl.layernorm_worst, tl.mlp_worst, tl.dwconv_worst);
   }
