@@ -4,7 +4,10 @@
 // mlp_prepare does it once and mlp_fused_prepared reuses the buffer for any x (the fused EdgeViT
 // model keeps one per MLP in eval mode).
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include <algorithm>
 
 #include "aten_util.h"
 #include "cpu/isa.h"
@@ -97,6 +100,15 @@ at::Tensor forward(const Tables<T>& tb, const at::Tensor& x, int64_t C, int64_t 
   cpu::MlpArgs<T> a{};
   a.M = x.numel() / C; a.C = C; a.hidden = hidden;
   a.layer_norm = layer_norm; a.residual = residual;
+  // Each task streams both weights. While they are small (<= 64K elements, stages 1-2) blocks of
+  // 32 rows keep the hidden tile in L1; larger weights (C >= 144) get one block per thread, capped
+  // so the hidden tile (<= 64K elements) stays in L2, to stream them as few times as possible.
+  // (Measured on the 2-core Ice Lake VM: MLP of C = 144, 196 rows: 417 -> 355 us.)
+  if (2 * C * hidden > 65536) {
+    const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+    a.block_rows = std::clamp<int64_t>((a.M + threads - 1) / threads, 8,
+                                       std::max<int64_t>(8, 65536 / hidden));
+  }
   a.eps = static_cast<T>(norm_eps);
   a.x = xc.const_data_ptr<T>();
   a.out = out.data_ptr<T>();

@@ -9,10 +9,8 @@ namespace edgevit {
 namespace cpu {
 namespace {
 
-// Rows of one task. Fixed (never derived from the thread count). 32 rows keep the hidden tile
-// of the largest EdgeViT stage (hidden 1536) at 192 KB, inside L2, while each packed weight
-// panel loaded by the gemm is reused by 32 rows.
-constexpr int64_t kRows = 32;
+// Rows of one task when the caller does not say (MlpArgs::block_rows).
+constexpr int64_t kDefaultRows = 32;
 
 // Where each part lives in the prepared buffer (offsets in elements).
 struct MlpLayout {
@@ -69,7 +67,7 @@ void mlp_forward(const MlpArgs<T>& a, const LglUKernels<T>& gemm_uk, const MlpUK
   const int64_t M = a.M, C = a.C, hidden = a.hidden;
   if (M == 0) return;
   const MlpLayout L(C, hidden, gemm_uk.nr);
-  const Blocks blocks(M, kRows);
+  const Blocks blocks(M, a.block_rows > 0 ? a.block_rows : kDefaultRows);
   parallel_for(blocks.count, [&](int64_t begin, int64_t end) {
     Scratch<T> h(blocks.size * hidden);
     Scratch<T> xn(a.layer_norm ? blocks.size * C : 1);

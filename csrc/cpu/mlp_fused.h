@@ -6,12 +6,14 @@
 //   prepare (mlp_prepare_weights, cached by the caller): fc1's weight with the LayerNorm's affine
 //     folded in, fc1(g * xhat + b) = (W1 diag g) xhat + (W1 b + b1), packed as W1'^T panels;
 //     fc2's weight packed as W2^T panels; both biases (zeros where absent).
-//   forward (mlp_forward): per block of <= 32 rows, one task: standardise the rows (if
+//   forward (mlp_forward): per block of rows (block_rows), one task: standardise the rows (if
 //     LayerNorm) into a tile, h = tile x W1'^T + b1' (gemm), GELU on h in place, out rows =
 //     h x W2^T + b2 (gemm, straight into the output), then out += x (if residual).
-// The hidden activations of a block ([32, hidden]) live in a per-thread tile: nothing of size
-// M x hidden is ever stored, and every output element is written by one task in a fixed order,
-// so the result is bitwise identical for any thread count.
+// The hidden activations of a block ([block_rows, hidden]) live in a per-thread tile: nothing of
+// size M x hidden is ever stored. Every task streams both weights, so blocks are as large as the
+// threads allow (fewer passes over W1 and W2, which for C = 240..384 do not fit in L2). Rows are
+// independent and every output element is written by one task in a fixed order, so the result
+// is bitwise identical for any blocking and any thread count.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +30,8 @@ struct MlpArgs {
   int64_t M, C, hidden;  // rows, features (fc1 in / fc2 out), hidden features (fc1 out)
   bool layer_norm;       // standardise each row over C before fc1
   bool residual;         // add x to the output (forward only)
+  int64_t block_rows;    // rows per task (forward); <= 0: 32. Any value gives the same bits
+                         // (rows are independent); the ATen layer sizes it to the threads.
   T eps;                 // LayerNorm epsilon (forward only)
   // prepare only: [C] LayerNorm affine (null: 1 / 0), [hidden, C] fc1, [hidden] or null,
   // [C, hidden] fc2, [C] or null; row-major contiguous.
