@@ -67,7 +67,9 @@ template <typename T>
 void prepare_into(const Tables<T>& tb, const at::Tensor& weight, const OptTensor& bias,
                   at::Tensor& buffer) {
   const int64_t Cout = weight.size(0), Cin = weight.size(1), p = weight.size(2);
-  const at::Tensor w = weight.permute({0, 2, 3, 1}).contiguous();  // [Cout, p, p, Cin]
+  const at::Tensor w = cpu::patch_embed_channel_major(Cin)
+                           ? weight.contiguous()                        // [Cout, Cin, p, p]
+                           : weight.permute({0, 2, 3, 1}).contiguous();  // [Cout, p, p, Cin]
   const at::Tensor b = contig(bias);
   cpu::PatchEmbedArgs<T> a{};
   a.Cin = Cin; a.Cout = Cout; a.p = p;

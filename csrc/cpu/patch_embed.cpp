@@ -32,6 +32,7 @@ void patch_embed_forward(const PatchEmbedArgs<T>& a, const LglUKernels<T>& gemm_
   const int64_t Ho = a.H / p, Wo = a.W / p, M = a.B * Ho * Wo;
   if (M == 0) return;
   const T* bias = weights + packed_b_size(K, Cout, gemm_uk.nr);
+  const bool channel_major = patch_embed_channel_major(Cin);
   const Blocks blocks(M, kPixels);
   parallel_for(blocks.count, [&](int64_t begin, int64_t end) {
     Scratch<T> tile(blocks.size * K);
@@ -41,15 +42,20 @@ void patch_embed_forward(const PatchEmbedArgs<T>& a, const LglUKernels<T>& gemm_
         const int64_t m = m0 + t, b = m / (Ho * Wo), i = m / Wo % Ho, j = m % Wo;
         const T* src = a.x + b * a.x_sb + i * p * a.x_sh + j * p * a.x_sw;
         T* dst = tile.data() + t * K;
+        if (channel_major) {
+          for (int64_t c = 0; c < Cin; ++c)
+            for (int64_t ki = 0; ki < p; ++ki) {
+              const T* s = src + c * a.x_sc + ki * a.x_sh;
+              T* d = dst + (c * p + ki) * p;
+              for (int64_t kj = 0; kj < p; ++kj) d[kj] = s[kj * a.x_sw];
+            }
+          continue;
+        }
         for (int64_t ki = 0; ki < p; ++ki)
           for (int64_t kj = 0; kj < p; ++kj) {
             const T* s = src + ki * a.x_sh + kj * a.x_sw;
             T* d = dst + (ki * p + kj) * Cin;
-            if (a.x_sc == 1) {
-              for (int64_t c = 0; c < Cin; ++c) d[c] = s[c];
-            } else {
-              for (int64_t c = 0; c < Cin; ++c) d[c] = s[c * a.x_sc];
-            }
+            for (int64_t c = 0; c < Cin; ++c) d[c] = s[c * a.x_sc];
           }
       }
       T* out = a.out + m0 * Cout;
