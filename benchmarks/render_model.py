@@ -1,6 +1,6 @@
 """Render a saved pytest-benchmark JSON of test_bench_model.py into results/model.md + model.png.
 
-    python benchmarks/render_model.py benchmarks/results/model.json [--out benchmarks/results]
+    python benchmarks/render_model.py benchmarks/results/model[123].json [--out benchmarks/results]
 
 Per (variant, batch): median and IQR of eager, fused (use_fused=True), torch.compile and ONNX
 Runtime; fused's speedup over eager, compile and ORT; and the issue-5 targets checked on the
@@ -20,17 +20,29 @@ PATHS = ("eager", "fused", "compile", "onnxruntime")
 ORDER = {"xxs": 0, "xs": 1, "s": 2}
 
 
-def load(path):
-    with open(path) as f:
-        data = json.load(f)
+def load(paths):
+    """Rows keyed by (variant, B): per path the stats of the run with the median median (one
+    run: that run's; three runs: the middle one), as render_cpu.py does, so a burst of load on
+    this shared VM during one run does not decide a ratio."""
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs.append(json.load(f))
+    per = defaultdict(lambda: defaultdict(list))
     rows = defaultdict(dict)
-    for b in data["benchmarks"]:
-        e = b["extra_info"]
-        key = (e["variant"], e["B"])
-        rows[key].setdefault("info", e)
-        rows[key][e["path"]] = {"median": b["stats"]["median"] * 1e3, "iqr": b["stats"]["iqr"] * 1e3,
-                                "rounds": b["stats"]["rounds"], "diff": e.get("max_abs_diff")}
-    return data, rows
+    for data in runs:
+        for b in data["benchmarks"]:
+            e = b["extra_info"]
+            key = (e["variant"], e["B"])
+            rows[key].setdefault("info", e)
+            per[key][e["path"]].append(
+                {"median": b["stats"]["median"] * 1e3, "iqr": b["stats"]["iqr"] * 1e3,
+                 "rounds": b["stats"]["rounds"], "diff": e.get("max_abs_diff")})
+    for key, paths_ in per.items():
+        for path, cells in paths_.items():
+            cells = sorted(cells, key=lambda c: c["median"])
+            rows[key][path] = cells[(len(cells) - 1) // 2]
+    return runs[-1], rows, len(runs)
 
 
 def targets(B, med):
@@ -51,12 +63,12 @@ def _verdict(ok):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("json")
+    p.add_argument("json", nargs="+", help="one or more runs of the suite (median run per cell)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = p.parse_args(argv)
-    data, rows = load(args.json)
+    data, rows, nruns = load(args.json)
     if not rows:
-        raise SystemExit(f"{args.json}: no benchmarks of test_bench_model.py in it")
+        raise SystemExit(f"{args.json}: no benchmarks of test_bench_model.py in them")
     first = next(iter(rows.values()))["info"]
     mi = data.get("machine_info", {})
     ort = first.get("onnxruntime") or "not installed"
@@ -67,7 +79,9 @@ def main(argv=None):
         f"ISA `{first['isa']}`, torch {first['torch']}, onnxruntime {ort}, "
         f"Python {mi.get('python_version', '?')}; random weights, eval mode, fp32, inference mode, "
         f"{first['H']}x{first['W']}; all paths side by side in one pytest-benchmark run "
-        "(`benchmarks/test_bench_model.py`, rendered by `benchmarks/render_model.py`).",
+        "(`benchmarks/test_bench_model.py`, rendered by `benchmarks/render_model.py`)"
+        + (f"; {nruns} runs, each cell from the run with the median median (this VM's speed "
+           "drifts between runs)." if nruns > 1 else "."),
         "",
         "Paths: *eager* = the reference model (`use_fused=False`); *fused* = the same weights with "
         "`use_fused=True`; *compile* = `torch.compile` of the reference; *ORT* = the reference "
