@@ -11,11 +11,14 @@ Differences from the official code, none of which touches the parameters:
   this is the official computation; so any input of at least 32 x 32 works, square or not;
 * ``use_fused``: ``GlobalSparseAttn`` can run as one call of ``torch.ops.edgevit.lgl_fused``
   (package ``edgevit_kernels``) on its own parameters. See ``GlobalSparseAttn``. In eval mode on
-  CPU without autograd, ``use_fused`` also keeps the maps channels_last (the attention blocks'
-  token layout is then a view, no transposes), folds each LocalAgg's BatchNorms into the 1x1
-  convolutions after them (cached, rebuilt when a parameter or running statistic changes, dropped
-  by ``train()``, never in the ``state_dict``) and reuses prepared ``lgl_fused`` weights; the
-  logits equal the reference path's up to float rounding (~1e-6 seen);
+  CPU without autograd, ``use_fused`` runs the whole network on the edgevit CPU ops: maps stay
+  channels_last (the attention blocks' token layout is then a view, no transposes); PatchEmbed is
+  ``patch_embed``; positional encodings and LocalAgg's 5x5 are ``dwconv``; LocalAgg's 1x1
+  convolutions are ``linear_fused`` with its BatchNorms folded in; every MLP is ``mlp_fused``
+  (BatchNorm / LayerNorm folded into fc1, residual fused); GlobalSparseAttn is
+  ``lgl_fused_prepared``. Folded and packed weights are cached per module (rebuilt when a
+  parameter or running statistic changes, dropped by ``train()``, never in the ``state_dict``);
+  the logits equal the reference path's up to float rounding (~1e-5 seen);
 * ``forward_features(x, return_stages=True)`` returns the four stage outputs (backbone use).
 
 Fallback policy of the fused path
