@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,54 @@ inline Tables<float> tables<float>() {
 template <>
 inline Tables<double> tables<double>() {
   return {cpu::scalar_ukernels<double>(), cpu::scalar_mlp_ukernels<double>()};
+}
+
+// Prepared buffers (mlp_prepare, patch_embed_prepare, linear_prepare): a 1-D tensor of the
+// weights' dtype, kPreparedHeader elements of header, then the op's packed weights. Header:
+// magic (one per op), ISA index (kIsaNames), gemm panel width nr, then up to 5 op sizes.
+constexpr int64_t kPreparedHeader = 8;
+
+template <typename T>
+void write_prepared_header(T* p, double magic, const cpu::LglUKernels<T>& gemm,
+                           std::initializer_list<int64_t> sizes) {
+  T header[kPreparedHeader] = {T(magic), T(isa_index(gemm.name)), T(gemm.nr)};
+  int64_t i = 3;
+  for (int64_t v : sizes) header[i++] = T(v);
+  std::copy(header, header + kPreparedHeader, p);
+}
+
+// The checks every *_prepared op makes before dispatching on the dtype: prepared's shape, and
+// x's dtype and device against it.
+inline void check_prepared_tensor(const char* op, const char* maker, const at::Tensor& x,
+                                  const at::Tensor& prepared) {
+  TORCH_CHECK(prepared.dim() == 1 && prepared.is_contiguous() &&
+                  prepared.numel() >= kPreparedHeader,
+              op, ": prepared must be a contiguous 1-D tensor made by edgevit::", maker,
+              ", got shape ", prepared.sizes());
+  TORCH_CHECK(x.scalar_type() == prepared.scalar_type() && x.device() == prepared.device(), op,
+              ": x must have the dtype and device of prepared (", prepared.scalar_type(), ", ",
+              prepared.device(), "), got ", x.scalar_type(), ", ", x.device());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
+              ": x must be float32 or float64, got ", x.scalar_type());
+}
+
+// prepared's header, after checking its magic and that it was packed for the gemm table in use.
+template <typename T>
+const T* prepared_header(const char* op, const char* maker, double magic,
+                         const at::Tensor& prepared, const cpu::LglUKernels<T>& gemm) {
+  const T* h = prepared.const_data_ptr<T>();
+  TORCH_CHECK(h[0] == T(magic), op, ": prepared was not made by edgevit::", maker);
+  const int64_t isa = int64_t(h[1]), nr = int64_t(h[2]);
+  TORCH_CHECK(isa == isa_index(gemm.name) && nr == gemm.nr, op, ": prepared was packed for ISA '",
+              isa >= 0 && isa < 4 ? kIsaNames[isa] : "?", "', but the op now runs '", gemm.name,
+              "' (EDGEVIT_CPU_ISA changed?): call ", maker, " again");
+  return h;
+}
+
+// prepared holds exactly kPreparedHeader + expected elements.
+inline void check_prepared_numel(const char* op, const at::Tensor& prepared, int64_t expected) {
+  TORCH_CHECK(prepared.numel() == kPreparedHeader + expected, op, ": prepared has ",
+              prepared.numel(), " elements, expected ", kPreparedHeader + expected);
 }
 
 }  // namespace

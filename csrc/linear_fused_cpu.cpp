@@ -13,9 +13,9 @@
 namespace edgevit {
 namespace {
 
-// Prepared buffer: a header of kHeader elements, then cpu::linear_prepare_weights' buffer.
-// Header: magic, ISA index (kIsaNames), panel width nr, in features K, out features N, zeros.
-constexpr int64_t kHeader = 8;
+// Prepared buffer (aten_util.h): header sizes K (in features), N (out features); then
+// cpu::linear_prepare_weights' buffer.
+constexpr int64_t kHeader = kPreparedHeader;
 constexpr double kMagic = 20221103.0;  // exact in float32 and float64; differs from the others'
 
 // Checks weight [N, K] (float32/64) and bias; returns (K, N).
@@ -66,9 +66,7 @@ void prepare_into(const Tables<T>& tb, const at::Tensor& weight, const OptTensor
   a.weight = w.const_data_ptr<T>();
   a.bias = ptr_or_null<T>(b);
   T* h = buffer.data_ptr<T>();
-  const T header[kHeader] = {T(kMagic), T(isa_index(tb.gemm.name)), T(tb.gemm.nr), T(K), T(N),
-                             0, 0, 0};
-  std::copy(header, header + kHeader, h);
+  write_prepared_header<T>(h, kMagic, tb.gemm, {K, N});
   cpu::linear_prepare_weights<T>(a, tb.gemm, h + kHeader);
 }
 
@@ -122,26 +120,13 @@ at::Tensor linear_prepare_cpu(const at::Tensor& weight, const OptTensor& bias) {
 at::Tensor linear_fused_prepared_cpu(const at::Tensor& x, const at::Tensor& prepared,
                                      int64_t out_features, const OptTensor& residual) {
   const char* op = "linear_fused_prepared";
-  TORCH_CHECK(prepared.dim() == 1 && prepared.is_contiguous() && prepared.numel() >= kHeader, op,
-              ": prepared must be a contiguous 1-D tensor made by edgevit::linear_prepare, got "
-              "shape ", prepared.sizes());
-  TORCH_CHECK(x.scalar_type() == prepared.scalar_type() && x.device() == prepared.device(), op,
-              ": x must have the dtype and device of prepared (", prepared.scalar_type(), ", ",
-              prepared.device(), "), got ", x.scalar_type(), ", ", x.device());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
-              ": x must be float32 or float64, got ", x.scalar_type());
+  check_prepared_tensor(op, "linear_prepare", x, prepared);
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linear_fused_prepared", [&] {
     const Tables<scalar_t> tb = tables<scalar_t>();
-    const scalar_t* h = prepared.const_data_ptr<scalar_t>();
-    TORCH_CHECK(h[0] == scalar_t(kMagic), op, ": prepared was not made by edgevit::linear_prepare");
-    const int64_t isa = int64_t(h[1]), nr = int64_t(h[2]), K = int64_t(h[3]), N = int64_t(h[4]);
-    TORCH_CHECK(isa == isa_index(tb.gemm.name) && nr == tb.gemm.nr, op, ": prepared was packed "
-                "for ISA '", isa >= 0 && isa < 4 ? kIsaNames[isa] : "?", "', but the op now runs '",
-                tb.gemm.name, "' (EDGEVIT_CPU_ISA changed?): call linear_prepare again");
-    TORCH_CHECK(prepared.numel() == kHeader + cpu::linear_weights_size(K, N, nr), op,
-                ": prepared has ", prepared.numel(), " elements, expected ",
-                kHeader + cpu::linear_weights_size(K, N, nr));
+    const scalar_t* h = prepared_header<scalar_t>(op, "linear_prepare", kMagic, prepared, tb.gemm);
+    const int64_t K = int64_t(h[3]), N = int64_t(h[4]);
+    check_prepared_numel(op, prepared, cpu::linear_weights_size(K, N, tb.gemm.nr));
     TORCH_CHECK(out_features == N, op, ": prepared holds a weight of ", N,
                 " out_features, but out_features = ", out_features, " was given");
     const std::vector<int64_t> shape = check_x(op, x, x.scalar_type(), K, N, residual);

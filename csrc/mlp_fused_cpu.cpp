@@ -17,9 +17,9 @@
 namespace edgevit {
 namespace {
 
-// Prepared buffer: a header of kHeader elements, then cpu::mlp_prepare_weights' buffer.
-// Header: magic, ISA index (kIsaNames), panel width nr, C, hidden, layer_norm, then zeros.
-constexpr int64_t kHeader = 8;
+// Prepared buffer (aten_util.h): header sizes C, hidden, layer_norm; then
+// cpu::mlp_prepare_weights' buffer.
+constexpr int64_t kHeader = kPreparedHeader;
 constexpr double kMagic = 20221101.0;  // exact in float32 and float64; differs from lgl's
 
 void check_weight(const char* op, const at::Tensor& like, const OptTensor& t, const char* name,
@@ -86,9 +86,7 @@ void prepare_into(const Tables<T>& tb, int64_t C, int64_t hidden, const at::Tens
   a.fc2_w = w2.const_data_ptr<T>();
   a.fc2_b = ptr_or_null<T>(b2);
   T* p = buffer.data_ptr<T>();
-  const T header[kHeader] = {T(kMagic), T(isa_index(tb.gemm.name)), T(tb.gemm.nr), T(C),
-                             T(hidden), T(layer_norm ? 1 : 0), 0, 0};
-  std::copy(header, header + kHeader, p);
+  write_prepared_header<T>(p, kMagic, tb.gemm, {C, hidden, layer_norm ? 1 : 0});
   cpu::mlp_prepare_weights<T>(a, tb.gemm, p + kHeader, at_parallel_for());
 }
 
@@ -159,31 +157,16 @@ at::Tensor mlp_prepare_cpu(const at::Tensor& fc1_weight, const OptTensor& fc1_bi
 
 at::Tensor mlp_fused_prepared_cpu(const at::Tensor& x, const at::Tensor& prepared,
                                   double norm_eps, bool residual) {
-  TORCH_CHECK(prepared.dim() == 1 && prepared.is_contiguous() && prepared.numel() >= kHeader,
-              "mlp_fused_prepared: prepared must be a contiguous 1-D tensor made by "
-              "edgevit::mlp_prepare, got shape ", prepared.sizes());
-  TORCH_CHECK(x.scalar_type() == prepared.scalar_type() && x.device() == prepared.device(),
-              "mlp_fused_prepared: x must have the dtype and device of prepared (",
-              prepared.scalar_type(), ", ", prepared.device(), "), got ", x.scalar_type(), ", ",
-              x.device());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "mlp_fused_prepared: x must be float32 or float64, got ", x.scalar_type());
+  check_prepared_tensor("mlp_fused_prepared", "mlp_prepare", x, prepared);
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlp_fused_prepared", [&] {
     const Tables<scalar_t> tb = tables<scalar_t>();
-    const scalar_t* h = prepared.const_data_ptr<scalar_t>();
-    TORCH_CHECK(h[0] == scalar_t(kMagic),
-                "mlp_fused_prepared: prepared was not made by edgevit::mlp_prepare");
-    const int64_t isa = int64_t(h[1]), nr = int64_t(h[2]), C = int64_t(h[3]);
-    const int64_t hidden = int64_t(h[4]);
+    const scalar_t* h = prepared_header<scalar_t>("mlp_fused_prepared", "mlp_prepare", kMagic,
+                                                  prepared, tb.gemm);
+    const int64_t C = int64_t(h[3]), hidden = int64_t(h[4]);
     const bool layer_norm = h[5] != scalar_t(0);
-    TORCH_CHECK(isa == isa_index(tb.gemm.name) && nr == tb.gemm.nr, "mlp_fused_prepared: "
-                "prepared was packed for ISA '", isa >= 0 && isa < 4 ? kIsaNames[isa] : "?",
-                "', but the op now runs '", tb.gemm.name,
-                "' (EDGEVIT_CPU_ISA changed?): call mlp_prepare again");
-    TORCH_CHECK(prepared.numel() == kHeader + cpu::mlp_weights_size(C, hidden, nr),
-                "mlp_fused_prepared: prepared has ", prepared.numel(), " elements, expected ",
-                kHeader + cpu::mlp_weights_size(C, hidden, nr));
+    check_prepared_numel("mlp_fused_prepared", prepared,
+                         cpu::mlp_weights_size(C, hidden, tb.gemm.nr));
     TORCH_CHECK(x.dim() >= 1 && x.size(-1) == C, "mlp_fused_prepared: x must be [..., C] with "
                 "C = ", C, " (the prepared weights' features), got shape ", x.sizes());
     out = forward<scalar_t>(tb, x, C, hidden, layer_norm, norm_eps, residual, prepared);

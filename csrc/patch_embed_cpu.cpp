@@ -13,9 +13,9 @@
 namespace edgevit {
 namespace {
 
-// Prepared buffer: a header of kHeader elements, then cpu::patch_embed_prepare_weights' buffer.
-// Header: magic, ISA index (kIsaNames), panel width nr, Cin, Cout, patch, then zeros.
-constexpr int64_t kHeader = 8;
+// Prepared buffer (aten_util.h): header sizes Cin, Cout, patch; then
+// cpu::patch_embed_prepare_weights' buffer.
+constexpr int64_t kHeader = kPreparedHeader;
 constexpr double kMagic = 20221102.0;  // exact in float32 and float64; differs from the others'
 
 // Checks weight [Cout, Cin, p, p] (square, float32/64) and bias; returns (Cin, Cout, p).
@@ -76,9 +76,7 @@ void prepare_into(const Tables<T>& tb, const at::Tensor& weight, const OptTensor
   a.weight = w.const_data_ptr<T>();
   a.bias = ptr_or_null<T>(b);
   T* h = buffer.data_ptr<T>();
-  const T header[kHeader] = {T(kMagic), T(isa_index(tb.gemm.name)), T(tb.gemm.nr), T(Cin),
-                             T(Cout), T(p), 0, 0};
-  std::copy(header, header + kHeader, h);
+  write_prepared_header<T>(h, kMagic, tb.gemm, {Cin, Cout, p});
   cpu::patch_embed_prepare_weights<T>(a, tb.gemm, h + kHeader, at_parallel_for());
 }
 
@@ -146,28 +144,14 @@ at::Tensor patch_embed_prepared_cpu(const at::Tensor& x, const at::Tensor& prepa
                                     const OptTensor& norm_weight,
                                     const OptTensor& norm_bias, double norm_eps) {
   const char* op = "patch_embed_prepared";
-  TORCH_CHECK(prepared.dim() == 1 && prepared.is_contiguous() && prepared.numel() >= kHeader, op,
-              ": prepared must be a contiguous 1-D tensor made by edgevit::patch_embed_prepare, "
-              "got shape ", prepared.sizes());
-  TORCH_CHECK(x.scalar_type() == prepared.scalar_type() && x.device() == prepared.device(), op,
-              ": x must have the dtype and device of prepared (", prepared.scalar_type(), ", ",
-              prepared.device(), "), got ", x.scalar_type(), ", ", x.device());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
-              ": x must be float32 or float64, got ", x.scalar_type());
+  check_prepared_tensor(op, "patch_embed_prepare", x, prepared);
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "patch_embed_prepared", [&] {
     const Tables<scalar_t> tb = tables<scalar_t>();
-    const scalar_t* h = prepared.const_data_ptr<scalar_t>();
-    TORCH_CHECK(h[0] == scalar_t(kMagic), op,
-                ": prepared was not made by edgevit::patch_embed_prepare");
-    const int64_t isa = int64_t(h[1]), nr = int64_t(h[2]), Cin = int64_t(h[3]);
-    const int64_t Cout = int64_t(h[4]), p = int64_t(h[5]);
-    TORCH_CHECK(isa == isa_index(tb.gemm.name) && nr == tb.gemm.nr, op, ": prepared was packed "
-                "for ISA '", isa >= 0 && isa < 4 ? kIsaNames[isa] : "?", "', but the op now runs '",
-                tb.gemm.name, "' (EDGEVIT_CPU_ISA changed?): call patch_embed_prepare again");
-    TORCH_CHECK(prepared.numel() == kHeader + cpu::patch_embed_weights_size(Cin, Cout, p, nr), op,
-                ": prepared has ", prepared.numel(), " elements, expected ",
-                kHeader + cpu::patch_embed_weights_size(Cin, Cout, p, nr));
+    const scalar_t* h =
+        prepared_header<scalar_t>(op, "patch_embed_prepare", kMagic, prepared, tb.gemm);
+    const int64_t Cin = int64_t(h[3]), Cout = int64_t(h[4]), p = int64_t(h[5]);
+    check_prepared_numel(op, prepared, cpu::patch_embed_weights_size(Cin, Cout, p, tb.gemm.nr));
     TORCH_CHECK(out_channels == Cout && patch == p, op, ": prepared holds a ", Cout, "-channel, ",
                 p, "x", p, " patch weight, but out_channels = ", out_channels, " and patch = ",
                 patch, " were given");
