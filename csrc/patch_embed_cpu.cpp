@@ -77,7 +77,7 @@ void prepare_into(const Tables<T>& tb, const at::Tensor& weight, const OptTensor
   a.bias = ptr_or_null<T>(b);
   T* h = buffer.data_ptr<T>();
   write_prepared_header<T>(h, kMagic, tb.gemm, {Cin, Cout, p});
-  cpu::patch_embed_prepare_weights<T>(a, tb.gemm, h + kHeader, at_parallel_for());
+  cpu::patch_embed_prepare_weights<T>(a, tb.gemm, h + kHeader);
 }
 
 template <typename T>

@@ -257,8 +257,8 @@ def mlp_fused(
     layout), biases optional. ``layer_norm`` standardises each row over C first, with the
     optional affine ``norm_weight`` / ``norm_bias`` and ``norm_eps``; ``residual`` adds ``x``.
     GELU is the exact (erf) one. Returns a contiguous tensor of ``x``'s shape and dtype (float32
-    or float64). No hidden activation is stored: rows go through fc1, GELU and fc2 in blocks of
-    32 in per-thread tiles. Differentiable (the backward recomputes through
+    or float64). No hidden activation is stored: rows go through fc1, GELU and fc2 in blocks
+    in per-thread tiles. Differentiable (the backward recomputes through
     ``edgevit_kernels.reference.mlp_reference``). See ``mlp_prepare`` for repeated calls."""
     return torch.ops.edgevit.mlp_fused.default(
         x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_norm, norm_weight, norm_bias,

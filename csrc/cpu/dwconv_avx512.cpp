@@ -6,14 +6,10 @@
 // 16 channels per zmm; the C % 16 tail block uses masked loads (which do not fault on masked-off
 // lanes) and masked stores, so nothing past channel C is touched.
 #include "dwconv_ukernels.h"
+#include "vmath_avx512.h"  // (first: its GCC warning pragmas)
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__FMA__)
 #define EDGEVIT_HAVE_AVX512 1
-// GCC 12 false positive inside its own headers (see lgl_fused_avx512.cpp).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
 #include <immintrin.h>
 
 #include "dwconv_simd.h"

@@ -42,13 +42,6 @@
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__FMA__)
 #define EDGEVIT_HAVE_AVX512 1
-// GCC 12 warns inside its own headers about the self-initialised _mm512_undefined_ps() of the
-// unmasked intrinsics (GCC PR 105593), a false positive (-Wuninitialized at -O1, as in the ASan
-// build; -Wmaybe-uninitialized at -O2 and up).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
 #include <immintrin.h>
 
 #include <cmath>

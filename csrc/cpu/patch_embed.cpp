@@ -17,7 +17,7 @@ int64_t patch_embed_weights_size(int64_t Cin, int64_t Cout, int64_t p, int64_t n
 
 template <typename T>
 void patch_embed_prepare_weights(const PatchEmbedArgs<T>& a, const LglUKernels<T>& gemm_uk,
-                                 T* weights, const ParallelFor&) {
+                                 T* weights) {
   const int64_t K = a.p * a.p * a.Cin;
   T* bias = weights + packed_b_size(K, a.Cout, gemm_uk.nr);
   for (int64_t o = 0; o < a.Cout; ++o) bias[o] = a.bias ? a.bias[o] : T(0);
@@ -67,11 +67,9 @@ void patch_embed_forward(const PatchEmbedArgs<T>& a, const LglUKernels<T>& gemm_
 }
 
 template void patch_embed_prepare_weights<float>(const PatchEmbedArgs<float>&,
-                                                 const LglUKernels<float>&, float*,
-                                                 const ParallelFor&);
+                                                 const LglUKernels<float>&, float*);
 template void patch_embed_prepare_weights<double>(const PatchEmbedArgs<double>&,
-                                                  const LglUKernels<double>&, double*,
-                                                  const ParallelFor&);
+                                                  const LglUKernels<double>&, double*);
 template void patch_embed_forward<float>(const PatchEmbedArgs<float>&, const LglUKernels<float>&,
                                          const MlpUKernels<float>&, const float*,
                                          const ParallelFor&);

@@ -47,7 +47,7 @@ int64_t patch_embed_weights_size(int64_t Cin, int64_t Cout, int64_t p, int64_t n
 
 template <typename T>
 void patch_embed_prepare_weights(const PatchEmbedArgs<T>& a, const LglUKernels<T>& gemm_uk,
-                                 T* weights, const ParallelFor& parallel_for);
+                                 T* weights);
 
 template <typename T>
 void patch_embed_forward(const PatchEmbedArgs<T>& a, const LglUKernels<T>& gemm_uk,

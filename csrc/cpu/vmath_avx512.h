@@ -4,8 +4,9 @@
 #pragma once
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__FMA__)
-// GCC 12's AVX-512 intrinsics headers warn about their own masked intrinsics' undefined
-// pass-through operands; the warning is theirs, not ours.
+// GCC 12 warns inside its own headers about the self-initialised _mm512_undefined_ps() of the
+// unmasked intrinsics (GCC PR 105593), a false positive (-Wuninitialized at -O1, as in the ASan
+// build; -Wmaybe-uninitialized at -O2 and up). Every AVX-512 file includes this header first.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"

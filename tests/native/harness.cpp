@@ -1114,6 +1114,21 @@ void test_mlp_ukernels(const std::vector<const UK*>& isas, std::vector<Tally>& t
       }
 }
 
+// The whole output of a driver run with one table vs the scalar table's:
+// |o - o_ref| <= 1e-4 (1 + |o_ref|); the worst err/tol goes to tally.mlp_worst.
+void compare_driver(Tally& tally, const char* what, const std::vector<float>& got,
+                    const std::vector<float>& want) {
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double err = std::fabs(double(got[i]) - want[i]);
+    const double tol = 1e-4 * (1.0 + std::fabs(double(want[i])));
+    tally.mlp_worst = std::max(tally.mlp_worst, err / tol);
+    if (!(err <= tol)) {
+      fail(tally, "%s: out[%ld] = %.9g, scalar %.9g", what, long(i), got[i], want[i]);
+      return;
+    }
+  }
+}
+
 struct MlpShape {
   int64_t M, C, hidden;
   bool layer_norm, residual;
@@ -1155,16 +1170,7 @@ void test_mlp_driver(const std::vector<const UK*>& isas, std::vector<Tally>& tal
         CURRENT("%s mlp_forward M=%ld C=%ld hidden=%ld", isas[t]->name, long(s.M), long(s.C),
                 long(s.hidden));
         run(*isas[t], got);
-        for (int64_t i = 0; i < s.M * s.C; ++i) {
-          const double err = std::fabs(double(got[i]) - want[i]);
-          const double tol = 1e-4 * (1.0 + std::fabs(double(want[i])));
-          tally.mlp_worst = std::max(tally.mlp_worst, err / tol);
-          if (!(err <= tol)) {
-            fail(tally, "mlp_forward M=%ld C=%ld hidden=%ld: out[%ld] = %.9g, scalar %.9g",
-                 long(s.M), long(s.C), long(s.hidden), long(i), got[i], want[i]);
-            break;
-          }
-        }
+        compare_driver(tally, g_current, got, want);
       }
     }
 }
@@ -1198,16 +1204,7 @@ void test_linear_driver(const std::vector<const UK*>& isas, std::vector<Tally>& 
         ++tally.cases;
         CURRENT("%s linear_forward M=%ld K=%ld N=%ld", isas[t]->name, long(M), long(K), long(N));
         run(*isas[t], got);
-        for (int64_t i = 0; i < M * N; ++i) {
-          const double err = std::fabs(double(got[i]) - want[i]);
-          const double tol = 1e-4 * (1.0 + std::fabs(double(want[i])));
-          tally.mlp_worst = std::max(tally.mlp_worst, err / tol);
-          if (!(err <= tol)) {
-            fail(tally, "linear_forward M=%ld K=%ld N=%ld: out[%ld] = %.9g, scalar %.9g", long(M),
-                 long(K), long(N), long(i), got[i], want[i]);
-            break;
-          }
-        }
+        compare_driver(tally, g_current, got, want);
       }
     }
 }
@@ -1240,7 +1237,7 @@ void test_patch_embed_driver(const std::vector<const UK*>& isas, std::vector<Tal
       std::vector<float> weights(edgevit::cpu::patch_embed_weights_size(s.Cin, s.Cout, s.p, uk.nr));
       out.assign(M * s.Cout, 0.f);
       a.out = out.data();
-      edgevit::cpu::patch_embed_prepare_weights<float>(a, uk, weights.data(), one_by_one_for);
+      edgevit::cpu::patch_embed_prepare_weights<float>(a, uk, weights.data());
       edgevit::cpu::patch_embed_forward<float>(a, uk, *mlp_table(&uk), weights.data(),
                                                one_by_one_for);
     };
@@ -1252,16 +1249,7 @@ void test_patch_embed_driver(const std::vector<const UK*>& isas, std::vector<Tal
       CURRENT("%s patch_embed_forward Cin=%ld Cout=%ld p=%ld", isas[t]->name, long(s.Cin),
               long(s.Cout), long(s.p));
       run(*isas[t], got);
-      for (int64_t i = 0; i < M * s.Cout; ++i) {
-        const double err = std::fabs(double(got[i]) - want[i]);
-        const double tol = 1e-4 * (1.0 + std::fabs(double(want[i])));
-        tally.mlp_worst = std::max(tally.mlp_worst, err / tol);
-        if (!(err <= tol)) {
-          fail(tally, "patch_embed_forward Cin=%ld Cout=%ld p=%ld: out[%ld] = %.9g, scalar %.9g",
-               long(s.Cin), long(s.Cout), long(s.p), long(i), got[i], want[i]);
-          break;
-        }
-      }
+      compare_driver(tally, g_current, got, want);
     }
   }
 }
