@@ -19,14 +19,18 @@ TORCH_LIBRARY(edgevit, m) {
       "Tensor? norm_weight, Tensor? norm_bias, float norm_eps, Tensor proj_weight, "
       "Tensor? proj_bias) -> Tensor");
   // lgl_fused in two steps, for repeated calls with unchanged weights (inference): phase 0
-  // (packing and folding the weights) once, then the op on any x. CPU only.
+  // (packing and folding the weights) once, then the op on any x. CPU only. Optionally with
+  // SelfAttn's LayerNorm before it and residual after it: out = [x +] lgl(pre_norm ? LN(x) : x),
+  // the LayerNorm's affine folded into the prepared qkv.
   m.def(
       "lgl_prepare(Tensor qkv_weight, Tensor? qkv_bias, Tensor? prop_weight, Tensor? prop_bias, "
       "Tensor? norm_weight, Tensor? norm_bias, Tensor proj_weight, Tensor? proj_bias, "
-      "int sr_ratio) -> Tensor");
+      "int sr_ratio, bool pre_norm=False, Tensor? pre_norm_weight=None, "
+      "Tensor? pre_norm_bias=None) -> Tensor");
   m.def(
       "lgl_fused_prepared(Tensor x, SymInt H, SymInt W, int num_heads, int sr_ratio, "
-      "float scale, float norm_eps, Tensor prepared) -> Tensor");
+      "float scale, float norm_eps, Tensor prepared, float pre_norm_eps=1e-05, "
+      "bool residual=False) -> Tensor");
   // Depthwise k x k convolution (stride 1, padding k/2) of a [B, C, H, W] map, plus x when
   // residual; returns a channels_last tensor. CPU only.
   m.def("dwconv(Tensor x, Tensor weight, Tensor? bias, bool residual) -> Tensor");

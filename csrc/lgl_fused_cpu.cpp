@@ -90,15 +90,12 @@ void check_weights(const at::Tensor& x, int64_t C, int64_t r, const at::Tensor& 
 //
 // A 1-D tensor of the weights' dtype: a header of kHeader elements, then the buffer
 // cpu::lgl_prepare_weights fills (packed for one micro-kernel table: its panel width and ISA).
-// Header: magic, ISA index in kIsaNames (aten_util.h), panel width nr, C, sr_ratio, then zeros.
+// Header: magic, ISA index in kIsaNames (aten_util.h), panel width nr, C, sr_ratio, pre_norm
+// (1 when an input LayerNorm's affine is folded into qkv), then zeros.
 constexpr int64_t kHeader = 8;
 constexpr double kMagic = 20221023.0;  // exact in float32 and float64
 template <typename T>
-const cpu::LglUKernels<T>& ukernels();
-template <>
-const cpu::LglUKernels<float>& ukernels<float>() { return float_ukernels(); }
-template <>
-const cpu::LglUKernels<double>& ukernels<double>() { return cpu::scalar_ukernels<double>(); }
+const cpu::LglUKernels<T>& ukernels() { return tables<T>().gemm; }
 
 // Runs phase 0 into `buffer` (kHeader + lgl_weights_size elements) and writes its header.
 template <typename T>
@@ -106,10 +103,13 @@ void prepare_into(const cpu::LglUKernels<T>& uk, int64_t C, int64_t r,
                   const at::Tensor& qkv_weight, const OptTensor& qkv_bias,
                   const OptTensor& prop_weight, const OptTensor& prop_bias,
                   const OptTensor& norm_weight, const OptTensor& norm_bias,
-                  const at::Tensor& proj_weight, const OptTensor& proj_bias, at::Tensor& buffer) {
+                  const at::Tensor& proj_weight, const OptTensor& proj_bias, bool pre_norm,
+                  const OptTensor& pre_norm_weight, const OptTensor& pre_norm_bias,
+                  at::Tensor& buffer) {
   const at::Tensor qkv_w = qkv_weight.contiguous(), proj_w = proj_weight.contiguous();
   const at::Tensor qkv_b = contig(qkv_bias), proj_b = contig(proj_bias), prop_b = contig(prop_bias);
   const at::Tensor norm_w = contig(norm_weight), norm_b = contig(norm_bias);
+  const at::Tensor pre_w = contig(pre_norm_weight), pre_b = contig(pre_norm_bias);
   // [C, 1, r, r] -> [r*r, C]: one contiguous row of channel weights per window offset.
   const at::Tensor prop_w = r > 1 ? prop_weight->reshape({C, r * r}).t().contiguous() : at::Tensor();
   cpu::LglArgs<T> a{};
@@ -122,17 +122,24 @@ void prepare_into(const cpu::LglUKernels<T>& uk, int64_t C, int64_t r,
   a.norm_b = ptr_or_null<T>(norm_b);
   a.proj_w = proj_w.const_data_ptr<T>();
   a.proj_b = ptr_or_null<T>(proj_b);
+  a.pre_norm = pre_norm;
+  a.pre_w = ptr_or_null<T>(pre_w);
+  a.pre_b = ptr_or_null<T>(pre_b);
   T* p = buffer.data_ptr<T>();
-  const T header[kHeader] = {T(kMagic), T(isa_index(uk.name)), T(uk.nr), T(C), T(r), 0, 0, 0};
+  const T header[kHeader] = {T(kMagic), T(isa_index(uk.name)), T(uk.nr), T(C), T(r),
+                             T(pre_norm ? 1 : 0), 0, 0};
   std::copy(header, header + kHeader, p);
   cpu::lgl_prepare_weights<T>(a, uk, p + kHeader, at_parallel_for());
 }
 
-// Phases 1-3 with a prepared buffer (header already validated).
+// Phases 1-3 with a prepared buffer (header already validated); pre_norm as prepared says,
+// residual needs x.stride(2) == 1.
 template <typename T>
-void forward(const cpu::LglUKernels<T>& uk, const at::Tensor& x, int64_t H, int64_t W,
+void forward(const Tables<T>& tb, const at::Tensor& x, int64_t H, int64_t W,
              int64_t num_heads, int64_t r, double scale, double norm_eps,
-             const at::Tensor& prepared, at::Tensor& out) {
+             const at::Tensor& prepared, bool pre_norm, double pre_norm_eps, bool residual,
+             at::Tensor& out) {
+  const cpu::LglUKernels<T>& uk = tb.gemm;
   const int64_t B = x.size(0), C = x.size(2);
   cpu::LglArgs<T> a{};
   a.B = B; a.H = H; a.W = W; a.C = C; a.num_heads = num_heads; a.r = r;
@@ -141,10 +148,13 @@ void forward(const cpu::LglUKernels<T>& uk, const at::Tensor& x, int64_t H, int6
   a.x = x.const_data_ptr<T>();
   a.x_sb = x.stride(0); a.x_sn = x.stride(1); a.x_sc = x.stride(2);
   a.out = out.data_ptr<T>();
+  a.pre_norm = pre_norm;
+  a.pre_eps = static_cast<T>(pre_norm_eps);
+  a.residual = residual;
   at::Tensor workspace =
       at::empty({cpu::lgl_workspace_size(B, H, W, C, num_heads, r, uk.nr)}, x.options());
   cpu::lgl_fused_forward<T>(a, uk, prepared.const_data_ptr<T>() + kHeader,
-                            workspace.data_ptr<T>(), at_parallel_for());
+                            workspace.data_ptr<T>(), at_parallel_for(), &tb.mlp);
 }
 
 at::Tensor new_prepared(const at::Tensor& like, int64_t C, int64_t r, int64_t nr) {
@@ -165,11 +175,13 @@ at::Tensor lgl_fused_cpu(const at::Tensor& x, int64_t H, int64_t W, int64_t num_
   at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lgl_fused", [&] {
-    const auto& uk = ukernels<scalar_t>();
-    at::Tensor prepared = new_prepared(x, C, sr_ratio, uk.nr);
-    prepare_into<scalar_t>(uk, C, sr_ratio, qkv_weight, qkv_bias, prop_weight, prop_bias,
-                           norm_weight, norm_bias, proj_weight, proj_bias, prepared);
-    forward<scalar_t>(uk, x, H, W, num_heads, sr_ratio, scale, norm_eps, prepared, out);
+    const Tables<scalar_t> tb = tables<scalar_t>();
+    at::Tensor prepared = new_prepared(x, C, sr_ratio, tb.gemm.nr);
+    prepare_into<scalar_t>(tb.gemm, C, sr_ratio, qkv_weight, qkv_bias, prop_weight, prop_bias,
+                           norm_weight, norm_bias, proj_weight, proj_bias, false, {}, {},
+                           prepared);
+    forward<scalar_t>(tb, x, H, W, num_heads, sr_ratio, scale, norm_eps, prepared, false, 0.0,
+                      false, out);
   });
   return out;
 }
@@ -178,7 +190,8 @@ at::Tensor lgl_prepare_cpu(const at::Tensor& qkv_weight, const OptTensor& qkv_bi
                            const OptTensor& prop_weight, const OptTensor& prop_bias,
                            const OptTensor& norm_weight, const OptTensor& norm_bias,
                            const at::Tensor& proj_weight, const OptTensor& proj_bias,
-                           int64_t sr_ratio) {
+                           int64_t sr_ratio, bool pre_norm, const OptTensor& pre_norm_weight,
+                           const OptTensor& pre_norm_bias) {
   TORCH_CHECK(qkv_weight.dim() == 2 && qkv_weight.size(0) == 3 * qkv_weight.size(1),
               "lgl_prepare: qkv_weight must be [3C, C], got shape ", qkv_weight.sizes());
   TORCH_CHECK(qkv_weight.scalar_type() == at::kFloat || qkv_weight.scalar_type() == at::kDouble,
@@ -187,19 +200,28 @@ at::Tensor lgl_prepare_cpu(const at::Tensor& qkv_weight, const OptTensor& qkv_bi
   const int64_t C = qkv_weight.size(1);
   check_weights(qkv_weight, C, sr_ratio, qkv_weight, qkv_bias, prop_weight, prop_bias,
                 norm_weight, norm_bias, proj_weight, proj_bias);
+  for (const auto& [t, name] : {std::pair<const OptTensor*, const char*>{&pre_norm_weight,
+                                                                         "pre_norm_weight"},
+                                {&pre_norm_bias, "pre_norm_bias"}}) {
+    TORCH_CHECK(pre_norm || !t->has_value(), "lgl_prepare: ", name,
+                " must be None when pre_norm is False, got a tensor");
+    if (t->has_value()) check_param(qkv_weight, **t, name, {C});
+  }
   at::Tensor prepared;
   AT_DISPATCH_FLOATING_TYPES(qkv_weight.scalar_type(), "lgl_prepare", [&] {
     const auto& uk = ukernels<scalar_t>();
     prepared = new_prepared(qkv_weight, C, sr_ratio, uk.nr);
     prepare_into<scalar_t>(uk, C, sr_ratio, qkv_weight, qkv_bias, prop_weight, prop_bias,
-                           norm_weight, norm_bias, proj_weight, proj_bias, prepared);
+                           norm_weight, norm_bias, proj_weight, proj_bias, pre_norm,
+                           pre_norm_weight, pre_norm_bias, prepared);
   });
   return prepared;
 }
 
 at::Tensor lgl_fused_prepared_cpu(const at::Tensor& x, int64_t H, int64_t W, int64_t num_heads,
                                   int64_t sr_ratio, double scale, double norm_eps,
-                                  const at::Tensor& prepared) {
+                                  const at::Tensor& prepared, double pre_norm_eps,
+                                  bool residual) {
   check_x(x, H, W, num_heads, sr_ratio);
   const int64_t C = x.size(2);
   TORCH_CHECK(prepared.dim() == 1 && prepared.is_contiguous() && prepared.numel() >= kHeader,
@@ -211,7 +233,8 @@ at::Tensor lgl_fused_prepared_cpu(const at::Tensor& x, int64_t H, int64_t W, int
               prepared.device());
   at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lgl_fused_prepared", [&] {
-    const auto& uk = ukernels<scalar_t>();
+    const Tables<scalar_t> tb = tables<scalar_t>();
+    const auto& uk = tb.gemm;
     const scalar_t* h = prepared.const_data_ptr<scalar_t>();
     TORCH_CHECK(h[0] == scalar_t(kMagic),
                 "lgl_fused_prepared: prepared was not made by edgevit::lgl_prepare");
@@ -224,8 +247,11 @@ at::Tensor lgl_fused_prepared_cpu(const at::Tensor& x, int64_t H, int64_t W, int
     TORCH_CHECK(prepared.numel() == kHeader + cpu::lgl_weights_size(C, sr_ratio, nr),
                 "lgl_fused_prepared: prepared has ", prepared.numel(), " elements, expected ",
                 kHeader + cpu::lgl_weights_size(C, sr_ratio, nr));
+    // The residual is read row by row (x_sc == 1); any other layout is copied once.
+    const at::Tensor xr = residual && x.stride(2) != 1 ? x.contiguous() : x;
     if (out.numel() > 0)
-      forward<scalar_t>(uk, x, H, W, num_heads, sr_ratio, scale, norm_eps, prepared, out);
+      forward<scalar_t>(tb, xr, H, W, num_heads, sr_ratio, scale, norm_eps, prepared, h[5] != 0,
+                        pre_norm_eps, residual, out);
   });
   return out;
 }

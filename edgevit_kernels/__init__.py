@@ -35,10 +35,11 @@ from .ops import (cpu_isa, dwconv, lgl_fused, lgl_fused_prepared, lgl_prepare, l
                   linear_fused_prepared, linear_prepare, mlp_fused,
                   mlp_fused_prepared, mlp_prepare, patch_embed, patch_embed_prepare,
                   patch_embed_prepared, supported_cpu_isas)
-from .reference import (dwconv_reference, lgl_reference, linear_reference, mlp_reference,
-                        patch_embed_reference)
+from .reference import (dwconv_reference, lgl_block_reference, lgl_reference, linear_reference,
+                        mlp_reference, patch_embed_reference)
 
-__all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "lgl_reference", "mlp_fused",
+__all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "lgl_reference",
+           "lgl_block_reference", "mlp_fused",
            "mlp_prepare", "mlp_fused_prepared", "mlp_reference", "patch_embed",
            "patch_embed_prepare", "patch_embed_prepared", "patch_embed_reference", "dwconv",
            "dwconv_reference", "linear_fused", "linear_prepare", "linear_fused_prepared",

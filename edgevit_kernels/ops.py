@@ -64,15 +64,20 @@ def lgl_prepare(
     proj_weight: Tensor,
     proj_bias: Optional[Tensor],
     sr_ratio: int,
+    pre_norm: bool = False,
+    pre_norm_weight: Optional[Tensor] = None,
+    pre_norm_bias: Optional[Tensor] = None,
 ) -> Tensor:
     """Phase 0 of ``lgl_fused`` alone (CPU): the weights packed and folded for the CPU kernels.
 
     Returns an opaque 1-D tensor for ``lgl_fused_prepared``, valid for this ISA (``cpu_isa()``)
     while the weights do not change; it is not a parameter and holds no gradient. The weight
-    arguments follow ``lgl_fused``."""
+    arguments follow ``lgl_fused``. With ``pre_norm``, the op first applies a LayerNorm over C
+    with the affine ``pre_norm_weight`` / ``pre_norm_bias`` (``[C]``, each optional), folded
+    into qkv here (EdgeViT's ``SelfAttn.norm1``); its eps is given to ``lgl_fused_prepared``."""
     return torch.ops.edgevit.lgl_prepare.default(
         qkv_weight, qkv_bias, prop_weight, prop_bias, norm_weight, norm_bias, proj_weight,
-        proj_bias, sr_ratio,
+        proj_bias, sr_ratio, pre_norm, pre_norm_weight, pre_norm_bias,
     )
 
 
@@ -85,14 +90,20 @@ def lgl_fused_prepared(
     scale: float,
     norm_eps: float,
     prepared: Tensor,
+    pre_norm_eps: float = 1e-5,
+    residual: bool = False,
 ) -> Tensor:
     """``lgl_fused`` with weights prepared by ``lgl_prepare`` (CPU, inference: no autograd).
 
     Same result as ``lgl_fused`` with the weights ``prepared`` was made from, minus the cost of
-    preparing them on every call. Raises if ``prepared`` does not match ``x`` (C, sr_ratio,
-    dtype) or was packed for another ISA than the one in use."""
+    preparing them on every call. If ``prepared`` was made with ``pre_norm``, ``x`` first goes
+    through that LayerNorm (eps ``pre_norm_eps``; only the sampled tokens are normalised, the
+    only ones the op reads); with ``residual`` the result is ``x +`` the op (EdgeViT's
+    ``x + attn(norm1(x))`` in one call). See ``reference.lgl_block_reference``. Raises if
+    ``prepared`` does not match ``x`` (C, sr_ratio, dtype) or was packed for another ISA than
+    the one in use."""
     return torch.ops.edgevit.lgl_fused_prepared.default(
-        x, H, W, num_heads, sr_ratio, scale, norm_eps, prepared,
+        x, H, W, num_heads, sr_ratio, scale, norm_eps, prepared, pre_norm_eps, residual,
     )
 
 
@@ -167,16 +178,23 @@ def _lgl_fused_fake(x, H, W, num_heads, sr_ratio, scale, qkv_weight, qkv_bias, p
 
 @torch.library.register_fake("edgevit::lgl_prepare")
 def _lgl_prepare_fake(qkv_weight, qkv_bias, prop_weight, prop_bias, norm_weight, norm_bias,
-                      proj_weight, proj_bias, sr_ratio):
+                      proj_weight, proj_bias, sr_ratio, pre_norm=False, pre_norm_weight=None,
+                      pre_norm_bias=None):
     C = qkv_weight.shape[1]
     check_args(qkv_weight.new_empty((1, 1, C)), 1, 1, 1, sr_ratio, qkv_weight, qkv_bias,
                prop_weight, prop_bias, norm_weight, norm_bias, proj_weight, proj_bias)
+    for t, name in ((pre_norm_weight, "pre_norm_weight"), (pre_norm_bias, "pre_norm_bias")):
+        torch._check(pre_norm or t is None,
+                     lambda: f"lgl_prepare: {name} must be None when pre_norm is False")
+        torch._check(t is None or tuple(t.shape) == (C,),
+                     lambda: f"lgl_prepare: {name} must have shape [{C}], got {list(t.shape)}")
     numel = torch.ops.edgevit.lgl_prepared_numel(C, sr_ratio, qkv_weight.dtype)
     return qkv_weight.new_empty((numel,))
 
 
 @torch.library.register_fake("edgevit::lgl_fused_prepared")
-def _lgl_fused_prepared_fake(x, H, W, num_heads, sr_ratio, scale, norm_eps, prepared):
+def _lgl_fused_prepared_fake(x, H, W, num_heads, sr_ratio, scale, norm_eps, prepared,
+                             pre_norm_eps=1e-5, residual=False):
     torch._check(prepared.dim() == 1 and prepared.dtype == x.dtype,
                  lambda: "lgl_fused_prepared: prepared must be a 1-D tensor of x's dtype made by "
                          "edgevit::lgl_prepare")

@@ -65,6 +65,36 @@ def lgl_reference(
     return F.linear(y, proj_weight, proj_bias).contiguous()
 
 
+def lgl_block_reference(
+    x: Tensor,
+    H: int,
+    W: int,
+    num_heads: int,
+    sr_ratio: int,
+    scale: float,
+    qkv_weight: Tensor,
+    qkv_bias: Optional[Tensor],
+    prop_weight: Optional[Tensor],
+    prop_bias: Optional[Tensor],
+    norm_weight: Optional[Tensor],
+    norm_bias: Optional[Tensor],
+    norm_eps: float,
+    proj_weight: Tensor,
+    proj_bias: Optional[Tensor],
+    pre_norm: bool,
+    pre_norm_weight: Optional[Tensor],
+    pre_norm_bias: Optional[Tensor],
+    pre_norm_eps: float,
+    residual: bool,
+) -> Tensor:
+    """Reference of ``lgl_fused_prepared`` with its options: ``[x +] lgl(pre_norm ? LN(x) : x)``
+    (EdgeViT SelfAttn's ``x + attn(norm1(x))`` when both are on)."""
+    h = F.layer_norm(x, (x.shape[-1],), pre_norm_weight, pre_norm_bias, pre_norm_eps) if pre_norm else x
+    y = lgl_reference(h, H, W, num_heads, sr_ratio, scale, qkv_weight, qkv_bias, prop_weight,
+                      prop_bias, norm_weight, norm_bias, norm_eps, proj_weight, proj_bias)
+    return x + y if residual else y
+
+
 def mlp_reference(
     x: Tensor,
     fc1_weight: Tensor,

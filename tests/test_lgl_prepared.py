@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import edgevit_kernels
-from edgevit_kernels import lgl_fused, lgl_fused_prepared, lgl_prepare, lgl_reference
+from edgevit_kernels import (lgl_block_reference, lgl_fused, lgl_fused_prepared, lgl_prepare,
+                             lgl_reference)
 from lgl_samples import AWKWARD_SHAPES, EDGEVIT_SHAPES, make_args, shape_id
 
 ISAS = edgevit_kernels.supported_cpu_isas()
@@ -83,6 +84,103 @@ def test_opcheck(shape):
     prepared = lgl_prepare(*weights)
     torch.library.opcheck(torch.ops.edgevit.lgl_fused_prepared.default,
                           (x, H, W, heads, r, scale, eps, prepared))
+
+
+# ------------------------------------------- pre_norm and residual (SelfAttn's x + attn(norm1(x)))
+
+# Tolerances of lgl_fused (tests/test_lgl_fused.py); the input LayerNorm adds one more rounding
+# step per sampled element and the residual one addition.
+TOL = {torch.float32: dict(atol=1e-4, rtol=1e-4), torch.float64: dict(atol=1e-10, rtol=1e-10)}
+
+
+def pre_norm_params(C, dtype, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    w = (torch.randn(C, generator=g, dtype=torch.float64) * 0.2 + 1.0).to(dtype)
+    b = (torch.randn(C, generator=g, dtype=torch.float64) * 0.2).to(dtype)
+    return w, b
+
+
+def run_block(args, pre_norm, affine, residual, pre_eps=1e-6):
+    (x, H, W, heads, r, scale, eps), weights = split(args)
+    w, b = pre_norm_params(x.shape[-1], x.dtype) if pre_norm and affine else (None, None)
+    prepared = lgl_prepare(*weights, pre_norm, w, b)
+    out = lgl_fused_prepared(x, H, W, heads, r, scale, eps, prepared, pre_eps, residual)
+    ref = lgl_block_reference(*args, pre_norm, w, b, pre_eps, residual)
+    return out, ref
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", EDGEVIT_SHAPES + AWKWARD_SHAPES, ids=shape_id)
+def test_pre_norm_and_residual_match_reference(shape, dtype, isa):
+    args = make_args(*shape, dtype=dtype)
+    for pre_norm, residual in ((True, True), (True, False), (False, True)):
+        out, ref = run_block(args, pre_norm, True, residual)
+        torch.testing.assert_close(out, ref, **TOL[dtype])
+
+
+@pytest.mark.parametrize("shape", [(2, 14, 14, 72, 2, 2), (1, 7, 9, 40, 5, 1)], ids=shape_id)
+def test_pre_norm_without_affine_and_large_offset(shape, isa):
+    # No affine; then x far from zero, where a one-pass variance would lose every digit: the
+    # sampled rows are standardised with shifted two-pass statistics, like F.layer_norm.
+    out, ref = run_block(make_args(*shape), True, False, True)
+    torch.testing.assert_close(out, ref, **TOL[torch.float32])
+    # Against the float64 reference of the same float32 inputs: float32 F.layer_norm is itself
+    # off by ~2e-4 here (its rounding at the offset's magnitude), the kernel is not.
+    args = make_args(*shape, x_offset=300.0)
+    out, _ = run_block(args, True, True, False)
+    args64 = [a.double() if isinstance(a, torch.Tensor) else a for a in args]
+    w, b = pre_norm_params(shape[3], torch.float32)
+    ref = lgl_block_reference(*args64, True, w.double(), b.double(), 1e-6, False)
+    torch.testing.assert_close(out, ref.float(), **TOL[torch.float32])
+
+
+def test_residual_with_strided_x(isa):
+    # x as the fused model passes it: a [B, N, C] view of a channels_last map (and transposed).
+    (x, H, W, heads, r, scale, eps), weights = split(make_args(2, 10, 6, 24, 3, 2))
+    xs = x.transpose(1, 2).contiguous().transpose(1, 2)  # C outermost: x.stride(2) != 1
+    prepared = lgl_prepare(*weights, True, *pre_norm_params(24, x.dtype))
+    out = lgl_fused_prepared(xs, H, W, heads, r, scale, eps, prepared, 1e-5, True)
+    assert torch.equal(out, lgl_fused_prepared(x, H, W, heads, r, scale, eps, prepared, 1e-5, True))
+
+
+def test_pre_norm_threads_bitwise(isa):
+    args = make_args(2, 28, 28, 72, 2, 2)
+    outs = []
+    prev = torch.get_num_threads()
+    try:
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            outs.append(run_block(args, True, True, True)[0])
+    finally:
+        torch.set_num_threads(prev)
+    assert all(torch.equal(o, outs[0]) for o in outs[1:])
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 4, 8, 2, 1), (2, 5, 7, 12, 3, 2)], ids=shape_id)
+def test_pre_norm_opcheck_and_compile(shape):
+    (x, H, W, heads, r, scale, eps), weights = split(make_args(*shape))
+    w, b = pre_norm_params(x.shape[-1], x.dtype)
+    torch.library.opcheck(torch.ops.edgevit.lgl_prepare.default, (*weights, True, w, b))
+    prepared = lgl_prepare(*weights, True, w, b)
+    torch.library.opcheck(torch.ops.edgevit.lgl_fused_prepared.default,
+                          (x, H, W, heads, r, scale, eps, prepared, 1e-6, True))
+    f = torch.compile(lambda x, p: lgl_fused_prepared(x, H, W, heads, r, scale, eps, p, 1e-6, True),
+                      fullgraph=True, backend="aot_eager")
+    assert torch.equal(f(x, prepared), lgl_fused_prepared(x, H, W, heads, r, scale, eps, prepared,
+                                                          1e-6, True))
+
+
+def test_bad_pre_norm_weights():
+    (x, H, W, heads, r, scale, eps), weights = split(make_args(1, 8, 8, 16, 2, 2))
+    w, b = pre_norm_params(16, torch.float32)
+    with pytest.raises(RuntimeError, match="lgl_prepare: pre_norm_weight must be None when "
+                                           "pre_norm is False, got a tensor"):
+        lgl_prepare(*weights, False, w, None)
+    with pytest.raises(RuntimeError, match=r"pre_norm_bias must have shape \[16\], got \[8\]"):
+        lgl_prepare(*weights, True, w, b[:8])
+    with pytest.raises(RuntimeError, match=r"pre_norm_weight must have the dtype of x \(Float\), "
+                                           r"got Double"):
+        lgl_prepare(*weights, True, w.double(), b)
 
 
 # ---------------------------------------------------------------- bad input

@@ -49,6 +49,25 @@ void pack_weight_t(const LglUKernels<T>& uk, const T* w, int64_t N, int64_t K, T
   }
 }
 
+// Folds a LayerNorm's affine (g, beta; either may be null) into the Linear [rows, C] that reads
+// its output: w_out[j, c] = w[j, c] g[c], b_out[j] = b[j] + sum_c w[j, c] beta[c] (c ascending;
+// b may be null). Then the Linear of the standardised rows equals the Linear of the LayerNorm.
+template <typename T, typename ParallelFor>
+void fold_norm_affine(const T* w, const T* b, int64_t rows, int64_t C, const T* g, const T* beta,
+                      T* w_out, T* b_out, const ParallelFor& parallel_for) {
+  parallel_for(rows, [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
+      const T* row = w + j * C;
+      T acc = b ? b[j] : T(0);
+      for (int64_t c = 0; c < C; ++c) {
+        w_out[j * C + c] = g ? row[c] * g[c] : row[c];
+        if (beta) acc += row[c] * beta[c];
+      }
+      b_out[j] = acc;
+    }
+  });
+}
+
 }  // namespace
 }  // namespace cpu
 }  // namespace edgevit

@@ -87,7 +87,17 @@ void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weigh
   T* kb = weights + L.kb;
   T* e = weights + L.e;
   T* pwt = weights + L.pwt;
-  for (int64_t j = 0; j < 3 * C; ++j) weights[L.qkv_b + j] = a.qkv_b ? a.qkv_b[j] : T(0);
+  // The input LayerNorm's affine (pre_norm) goes into qkv; the forward only standardises.
+  const T* qkv_w = a.qkv_w;
+  std::vector<T> qkv_folded;
+  if (a.pre_norm && (a.pre_w || a.pre_b)) {
+    qkv_folded.resize(static_cast<size_t>(3 * C * C));
+    fold_norm_affine(a.qkv_w, a.qkv_b, 3 * C, C, a.pre_w, a.pre_b, qkv_folded.data(),
+                     weights + L.qkv_b, parallel_for);
+    qkv_w = qkv_folded.data();
+  } else {
+    for (int64_t j = 0; j < 3 * C; ++j) weights[L.qkv_b + j] = a.qkv_b ? a.qkv_b[j] : T(0);
+  }
   for (int64_t j = 0; j < C; ++j) {
     const T* b = r > 1 ? a.prop_b : a.proj_b;
     weights[L.out_b + j] = b ? b[j] : T(0);
@@ -145,7 +155,7 @@ void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weigh
       const bool qkv = p < qkv_panels;
       const int64_t q = qkv ? p : p - qkv_panels, j0 = q * nr;
       const int64_t cols = std::min(nr, (qkv ? 3 * C : out_cols) - j0);
-      const T* src = (qkv ? a.qkv_w : a.proj_w) + j0 * C;  // weight rows = the panel's columns
+      const T* src = (qkv ? qkv_w : a.proj_w) + j0 * C;  // weight rows = the panel's columns
       if (!qkv && aligned) {  // Wf panel = pw[d] (per row c) times the G' panel of its o block
         const T* g = gp.data() + (j0 % C) / nr * C * nr;
         const T* pw = a.prop_w + j0 / C * C;
@@ -177,7 +187,8 @@ int64_t lgl_workspace_size(int64_t B, int64_t H, int64_t W, int64_t C, int64_t n
 
 template <typename T>
 void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* weights,
-                       T* workspace, const ParallelFor& parallel_for) {
+                       T* workspace, const ParallelFor& parallel_for,
+                       const MlpUKernels<T>* row_uk) {
   const int64_t B = a.B, H = a.H, W = a.W, C = a.C, r = a.r, nr = uk.nr;
   const int64_t h = ceil_div(H, r), w = ceil_div(W, r), n = h * w, N = H * W;
   const int64_t heads = a.num_heads, d = C / heads, R = r * r;
@@ -210,6 +221,8 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
         const T* src = a.x + b * a.x_sb + (i * r * W + j * r) * a.x_sn;
         for (int64_t c = 0; c < C; ++c) tile[s * C + c] = src[c * a.x_sc];
       }
+      if (a.pre_norm) row_uk->layernorm_rows(rows, C, tile.data(), C, a.pre_eps, nullptr, nullptr,
+                                             tile.data(), C);
       uk.gemm(rows, cols, C, tile.data(), C, qkv_wp + qcols.begin(cb) * C * nr,
               qkv_b + n0, qkv + (b * n + s0) * 3 * C + n0, 3 * C);
     }
@@ -288,6 +301,12 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
           }
           uk.scale_rows(nd, C, acc.data() + m * nd * C, rstd + (b * n + m0 + m) * R + d0, e,
                         dst.data());
+          if (!a.residual) continue;
+          for (int64_t t = 0; t < nd; ++t) {
+            if (!dst[t]) continue;
+            const int64_t tok = (i * r + di[d0 + t]) * W + j * r + dj[d0 + t];
+            row_uk->add(C, a.x + b * a.x_sb + tok * a.x_sn, dst[t]);
+          }
         }
       }
     });
@@ -302,8 +321,12 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
         const int64_t t0 = orows.begin(ob), rows = orows.len(ob, N);
         const int64_t n0 = ocols.begin(cb) * nr;
         const int64_t cols = std::min(ocols.len(cb, proj_panels) * nr, C - n0);
+        T* out = a.out + (b * N + t0) * C + n0;
         uk.gemm(rows, cols, C, y + (b * n + t0) * C, C, out_wp + ocols.begin(cb) * C * nr,
-                out_b + n0, a.out + (b * N + t0) * C + n0, C);
+                out_b + n0, out, C);
+        if (a.residual)
+          for (int64_t t = 0; t < rows; ++t)
+            row_uk->add(cols, a.x + b * a.x_sb + (t0 + t) * a.x_sn + n0, out + t * C);
       }
     });
   }
@@ -314,9 +337,11 @@ template void lgl_prepare_weights<float>(const LglArgs<float>&, const LglUKernel
 template void lgl_prepare_weights<double>(const LglArgs<double>&, const LglUKernels<double>&,
                                           double*, const ParallelFor&);
 template void lgl_fused_forward<float>(const LglArgs<float>&, const LglUKernels<float>&,
-                                       const float*, float*, const ParallelFor&);
+                                       const float*, float*, const ParallelFor&,
+                                       const MlpUKernels<float>*);
 template void lgl_fused_forward<double>(const LglArgs<double>&, const LglUKernels<double>&,
-                                        const double*, double*, const ParallelFor&);
+                                        const double*, double*, const ParallelFor&,
+                                        const MlpUKernels<double>*);
 
 }  // namespace cpu
 }  // namespace edgevit

@@ -9,7 +9,8 @@
 //              fold's vectors; then per packed panel: qkv_weight^T, and for r > 1 the folded
 //              output weight Wf (below), for r = 1 proj_weight^T.
 //   1. qkv : per (block of <= 6 qkv panels, batch, block of <= 64 sampled tokens): gather the
-//              sampled rows (strided x), one gemm  -> workspace qkv [B, n, 3C].
+//              sampled rows (strided x), standardise them (pre_norm), one gemm
+//              -> workspace qkv [B, n, 3C].
 //   2. attn: per (batch, head, block of <= 64 queries): S = q k^T, softmax, S v
 //              -> workspace y [B, n, C]. A thread packs a head's k^T and v once, when its head
 //              changes (tasks run head by head).
@@ -18,7 +19,8 @@
 //              token -> workspace [B, n, r*r]; (b) per (group of window offsets starting on a
 //              Wf panel, batch, block of <= 32 sampled tokens): the folded propagate + LayerNorm
 //              + projection below, written straight into the output rows. r = 1: per (panel
-//              block, batch, token block), one gemm reads y.
+//              block, batch, token block), one gemm reads y. Either way the residual (if any)
+//              is added to each output row right after it is stored, while it is in cache.
 //
 // The fold (r > 1). Output token (window m, offset d) is proj(LayerNorm(z)) with
 // z[c] = y[m,c] * pw[d,c] + pb[c]. Writing G[c,o] = g[c] * Wp[o,c] and G' = G minus its mean
@@ -42,6 +44,7 @@
 #include <functional>
 
 #include "lgl_fused_ukernels.h"
+#include "mlp_fused_ukernels.h"
 
 namespace edgevit {
 namespace cpu {
@@ -64,6 +67,18 @@ struct LglArgs {
   const T* proj_w;                  // [C, C], row-major contiguous
   const T* proj_b;                  // [C] or null
   T* out;                           // [B, H*W, C], contiguous
+  // Optional input LayerNorm and residual (SelfAttn's x + attn(norm1(x)) in one pass):
+  //   out = [x +] op(pre_norm ? LayerNorm(x) : x).
+  // lgl_prepare_weights folds the LayerNorm's affine into qkv (W'[j,c] = W[j,c] g[c],
+  // b'[j] = b[j] + sum_c W[j,c] beta[c]), so lgl_fused_forward only standardises the sampled
+  // rows it gathers (the op reads no other token of its input): r*r times fewer rows than a
+  // LayerNorm of the whole map. The residual is added in the output tasks, as each token is
+  // stored; it needs x_sc == 1.
+  bool pre_norm;                    // both phases (the same value for both)
+  const T* pre_w;                   // [C] or null: the LayerNorm's weight (lgl_prepare_weights)
+  const T* pre_b;                   // [C] or null: its bias
+  T pre_eps;                        // its eps (lgl_fused_forward)
+  bool residual;                    // lgl_fused_forward
 };
 
 // Runs fn(begin, end) over [0, n) split into chunks, possibly concurrently.
@@ -85,10 +100,13 @@ void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weigh
 int64_t lgl_workspace_size(int64_t B, int64_t H, int64_t W, int64_t C, int64_t num_heads,
                            int64_t r, int64_t nr);
 
-// Phases 1-3, with `weights` prepared by lgl_prepare_weights from the same weights and table.
+// Phases 1-3, with `weights` prepared by lgl_prepare_weights from the same weights, table and
+// pre_norm. row_uk (the row-op table of uk's ISA: layernorm_rows, add) is required when
+// a.pre_norm or a.residual, and unused otherwise.
 template <typename T>
 void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* weights,
-                       T* workspace, const ParallelFor& parallel_for);
+                       T* workspace, const ParallelFor& parallel_for,
+                       const MlpUKernels<T>* row_uk = nullptr);
 
 }  // namespace cpu
 }  // namespace edgevit

@@ -35,23 +35,13 @@ void mlp_prepare_weights(const MlpArgs<T>& a, const LglUKernels<T>& gemm_uk, T* 
                          const ParallelFor& parallel_for) {
   const int64_t C = a.C, hidden = a.hidden;
   const MlpLayout L(C, hidden, gemm_uk.nr);
-  // fc1 with the LayerNorm affine folded in: W1'[j, c] = W1[j, c] g[c], b1'[j] = b1[j] +
-  // sum_c W1[j, c] b[c] (c ascending).
+  // fc1 with the LayerNorm affine folded in (fold_norm_affine); the forward only standardises.
   const T* w1 = a.fc1_w;
   std::vector<T> w1_folded;
   if (a.layer_norm && (a.norm_w || a.norm_b)) {
     w1_folded.resize(static_cast<size_t>(hidden * C));
-    parallel_for(hidden, [&](int64_t j0, int64_t j1) {
-      for (int64_t j = j0; j < j1; ++j) {
-        const T* row = a.fc1_w + j * C;
-        T acc = a.fc1_b ? a.fc1_b[j] : T(0);
-        for (int64_t c = 0; c < C; ++c) {
-          w1_folded[j * C + c] = a.norm_w ? row[c] * a.norm_w[c] : row[c];
-          if (a.norm_b) acc += row[c] * a.norm_b[c];
-        }
-        weights[L.b1 + j] = acc;
-      }
-    });
+    fold_norm_affine(a.fc1_w, a.fc1_b, hidden, C, a.norm_w, a.norm_b, w1_folded.data(),
+                     weights + L.b1, parallel_for);
     w1 = w1_folded.data();
   } else {
     for (int64_t j = 0; j < hidden; ++j) weights[L.b1 + j] = a.fc1_b ? a.fc1_b[j] : T(0);

@@ -465,13 +465,16 @@ class SelfAttn(nn.Module):
         self.norm2 = norm_layer(dim)
         mlp_hidden_dim = int(dim * mlp_ratio)
         self.mlp = Mlp(in_features=dim, hidden_features=mlp_hidden_dim, act_layer=act_layer, drop=drop)
-        # Eval fast path (EdgeVit.set_fused): norm2 + MLP + residual as one edgevit::mlp_fused
-        # call on weights prepared once and cached in _mlp_prepared (see _eval_cached).
+        # Eval fast path (EdgeVit.set_fused): norm1 + attention + residual as one
+        # edgevit::lgl_fused_prepared call (norm1's affine folded into qkv), and norm2 + MLP +
+        # residual as one edgevit::mlp_fused call, on weights prepared once and cached in
+        # _attn_prepared and _mlp_prepared (see _eval_cached).
         self.fuse_eval = False
+        self._attn_prepared = None
         self._mlp_prepared = None
 
     def train(self, mode: bool = True):
-        self._mlp_prepared = None  # rebuilt on the next eval-mode call
+        self._attn_prepared = self._mlp_prepared = None  # rebuilt on the next eval-mode call
         return super().train(mode)
 
     def _mlp_params(self):
@@ -495,11 +498,27 @@ class SelfAttn(nn.Module):
             True, self.norm2.weight, self.norm2.bias))
         return torch.ops.edgevit.mlp_fused_prepared(x, prepared, float(self.norm2.eps), True)
 
+    def _fused_attn(self, x: Tensor, H: int, W: int) -> Optional[Tensor]:
+        """x + attn(norm1(x)) by edgevit::lgl_fused_prepared with norm1 folded in, or None where
+        the eval fast path does not apply."""
+        attn = self.attn
+        if (not attn.use_fused or not isinstance(self.norm1, nn.LayerNorm)
+                or not self._eval_fused(x) or attn._fused_unavailable(x) is not None):
+            return None
+        weights, eps = attn._op_weights()
+        params = [w for w in weights if w is not None] + [self.norm1.weight, self.norm1.bias]
+        prepared = _eval_cached(self, "_attn_prepared", params, x, lambda: _load_kernels().lgl_prepare(
+            *weights, int(attn.sr), True, self.norm1.weight, self.norm1.bias))
+        return torch.ops.edgevit.lgl_fused_prepared(
+            x, int(H), int(W), int(attn.num_heads), int(attn.sr), float(attn.scale), eps, prepared,
+            float(self.norm1.eps), True)
+
     def forward(self, x):
         x = _pos_embed_residual(self.pos_embed, x, self._eval_fused(x))
         B, N, H, W = x.shape
         x = x.flatten(2).transpose(1, 2)
-        x = x + self.drop_path(self.attn(self.norm1(x), H, W))
+        fused = self._fused_attn(x, H, W)
+        x = fused if fused is not None else x + self.drop_path(self.attn(self.norm1(x), H, W))
         fused = self._fused_mlp(x)
         x = fused if fused is not None else x + self.drop_path(self.mlp(self.norm2(x)))
         # [B, H*W, C] tokens -> [B, C, H, W] as a view: channels_last strides (canonical ones,

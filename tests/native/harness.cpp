@@ -31,7 +31,8 @@
 //   lgl_prepare_weights + lgl_fused_forward  the whole driver (phase 0, then phases 1-3) with
 //                   each table (its own packing and fold) vs the scalar table on several op
 //                   shapes (r = 1..4 and 8, sides r does not divide, C not a multiple of 16,
-//                   several heads, strided x), serial or one-task-at-a-time ParallelFor:
+//                   several heads, strided x), serial or one-task-at-a-time ParallelFor, a
+//                   third of them with the input LayerNorm and the residual (pre_norm):
 //                   |o - o_ref| <= 1e-4 (1 + |o_ref|).
 //   mlp_fused (the MLP op's table, paired with the gemm table of the same ISA):
 //     gelu          n = 1..80 and 1000 over [-12, 12], plus 0, +-tiny, +-inf and NaN:
@@ -765,8 +766,10 @@ LglArgs<float> op_args(const OpShape& s, const OpData& d, float* out) {
 }
 
 // Phase 0 (lgl_prepare_weights) then phases 1-3 (lgl_fused_forward) with table uk, both through
-// the same ParallelFor; the prepared weights and the workspace end at guard pages.
-std::vector<float> run_fused(const UK& uk, const OpShape& s, const OpData& d, bool one_by_one) {
+// the same ParallelFor; the prepared weights and the workspace end at guard pages. block: with
+// the input LayerNorm (affine norm_w, norm_b) and, for token-major x, the residual.
+std::vector<float> run_fused(const UK& uk, const OpShape& s, const OpData& d, bool one_by_one,
+                             bool block) {
   const int64_t C = s.C, N = s.H * s.W;
   Guarded out(s.B * N * C);
   out.fill(canary());
@@ -774,10 +777,18 @@ std::vector<float> run_fused(const UK& uk, const OpShape& s, const OpData& d, bo
   weights.fill(canary());
   Guarded ws(edgevit::cpu::lgl_workspace_size(s.B, s.H, s.W, C, s.heads, s.r, uk.nr));
   ws.fill(canary());
-  const LglArgs<float> a = op_args(s, d, out.data());
+  LglArgs<float> a = op_args(s, d, out.data());
+  if (block) {
+    a.pre_norm = true;
+    a.pre_w = d.norm_w.data();
+    a.pre_b = d.norm_b.data();
+    a.pre_eps = 1e-5f;
+    a.residual = !s.channels_first;
+  }
   const edgevit::cpu::ParallelFor pf = one_by_one ? one_by_one_for : serial_for;
   edgevit::cpu::lgl_prepare_weights<float>(a, uk, weights.data(), pf);
-  edgevit::cpu::lgl_fused_forward<float>(a, uk, weights.data(), ws.data(), pf);
+  edgevit::cpu::lgl_fused_forward<float>(a, uk, weights.data(), ws.data(), pf,
+                                         edgevit::cpu::mlp_ukernels_named(uk.name));
   return std::vector<float>(out.data(), out.data() + out.size());
 }
 
@@ -794,16 +805,18 @@ void test_fused(const std::vector<const UK*>& isas, std::vector<Tally>& tallies)
   for (const OpShape& s : shapes) {
     const int64_t C = s.C;
     const OpData d(s);
+    const bool block = variant % 3 == 1;  // pre_norm + residual on a third of the shapes
     const bool one_by_one = variant++ % 2 == 1;
-    CURRENT("scalar lgl_fused_forward B=%ld H=%ld W=%ld C=%ld heads=%ld r=%ld", long(s.B),
-            long(s.H), long(s.W), long(C), long(s.heads), long(s.r));
-    const std::vector<float> want = run_fused(ref, s, d, false);
+    CURRENT("scalar lgl_fused_forward B=%ld H=%ld W=%ld C=%ld heads=%ld r=%ld block=%d",
+            long(s.B), long(s.H), long(s.W), long(C), long(s.heads), long(s.r), int(block));
+    const std::vector<float> want = run_fused(ref, s, d, false, block);
     for (size_t t = 0; t < isas.size(); ++t) {
       Tally& tally = tallies[t];
       ++tally.cases;
-      CURRENT("%s lgl_fused_forward B=%ld H=%ld W=%ld C=%ld heads=%ld r=%ld", isas[t]->name,
-              long(s.B), long(s.H), long(s.W), long(C), long(s.heads), long(s.r));
-      const std::vector<float> got = run_fused(*isas[t], s, d, one_by_one);
+      CURRENT("%s lgl_fused_forward B=%ld H=%ld W=%ld C=%ld heads=%ld r=%ld block=%d",
+              isas[t]->name, long(s.B), long(s.H), long(s.W), long(C), long(s.heads), long(s.r),
+              int(block));
+      const std::vector<float> got = run_fused(*isas[t], s, d, one_by_one, block);
       for (size_t i = 0; i < got.size(); ++i) {
         const double err = std::fabs(double(got[i]) - want[i]);
         const double tol = 1e-4 * (1.0 + std::fabs(want[i]));
