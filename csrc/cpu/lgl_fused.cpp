@@ -48,26 +48,36 @@ int64_t offset_group(int64_t C, int64_t R, int64_t nr) {
   return std::min(dg, R);
 }
 
+// The two forms of the fold (lgl_fused.h) for r > 1. When nr divides C, every packed panel of
+// Wf lies in one offset d and is pw[d] (per row c) times a panel of G', so the forward scales
+// the A rows instead (A-tile form: y[m] * pw[d] against G'): the buffer holds G' (C*C) instead
+// of Wf (R*C*C), R times less to build per lgl_fused call and to stream from cache. Otherwise
+// panels of Wf straddle two offsets, and Wf keeps every vector lane busy whatever C.
+bool a_tile_form(int64_t C, int64_t r, int64_t nr) { return r > 1 && C % nr == 0; }
+
 // Where each prepared weight lives in the weights buffer (offsets in elements):
 //   qkv_wp  qkv_weight^T packed, [C, 3C]
-//   out_wp  r > 1: Wf packed, [C, R*C] (lgl_fused.h); r = 1: proj_weight^T packed, [C, C]
+//   out_wp  r > 1: G' packed, [C, C] (A-tile form) or Wf packed, [C, R*C] (lgl_fused.h);
+//           r = 1: proj_weight^T packed, [C, C]
 //   qkv_b   [3C] qkv_bias (zeros if none)
 //   out_b   [C] r > 1: prop_bias; r = 1: proj_bias (zeros if none)
 //   kb      [R*C] the folded gemm's bias (r > 1)
 //   e       [C] the epilogue's bias (r > 1)
 //   pwt     [C, R] prop_weight^T (r > 1)
+//   pw      [R, C] prop_weight, offset-major (A-tile form)
 struct WeightsLayout {
-  int64_t qkv_wp, out_wp, qkv_b, out_b, kb, e, pwt, total;
+  int64_t qkv_wp, out_wp, qkv_b, out_b, kb, e, pwt, pw, total;
   WeightsLayout(int64_t C, int64_t r, int64_t nr) {
-    const int64_t R = r * r, fold = r > 1 ? 1 : 0;
+    const int64_t R = r * r, fold = r > 1 ? 1 : 0, a_tile = a_tile_form(C, r, nr) ? 1 : 0;
     qkv_wp = 0;
     out_wp = qkv_wp + packed_b_size(C, 3 * C, nr);
-    qkv_b = out_wp + packed_b_size(C, fold ? R * C : C, nr);
+    qkv_b = out_wp + packed_b_size(C, fold && !a_tile ? R * C : C, nr);
     out_b = qkv_b + 3 * C;
     kb = out_b + C;
     e = kb + fold * R * C;
     pwt = e + fold * C;
-    total = pwt + fold * C * R;
+    pw = pwt + fold * C * R;
+    total = pw + a_tile * R * C;
   }
 };
 
@@ -107,11 +117,10 @@ void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weigh
   //    gmean[o] = mean_c G[c,o], kb[d*C + o] = sum_c pb[c] G'[c,o] for every d, e[o]; and
   //    rows c = o of pwt. The block's proj_weight rows are packed as one panel P (P[c][j] =
   //    Wp[o0+j, c]), and the three sums over c come from one small gemm of the rows
-  //    [g; pb * g; b] against it. When C % nr == 0 (every panel of Wf lies in one offset d), P is
-  //    then turned into G' in place (gp), from which step b scales the R panels of each o block
-  //    instead of transposing R copies.
-  const bool aligned = r > 1 && C % nr == 0;
-  std::vector<T> gp(r > 1 ? packed_b_size(C, C, nr) : 0), gmean(r > 1 ? C : 0);
+  //    [g; pb * g; b] against it. In the A-tile form, P is then turned into G' in place: the
+  //    weights' out_wp, done.
+  const bool a_tile = a_tile_form(C, r, nr);
+  std::vector<T> gp(r > 1 && !a_tile ? packed_b_size(C, C, nr) : 0), gmean(r > 1 ? C : 0);
   if (r > 1) {
     T pb_mean = 0;
     std::vector<T> rows3(3 * C);  // the gemm's A: g, pb * g, b
@@ -126,7 +135,7 @@ void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weigh
       std::vector<T> sums(3 * nr);
       for (int64_t blk = begin; blk < end; ++blk) {
         const int64_t o0 = blk * nr, cols = std::min(nr, C - o0);
-        T* panel = gp.data() + blk * C * nr;
+        T* panel = (a_tile ? out_wp : gp.data()) + blk * C * nr;
         pack_weight_t(uk, a.proj_w + o0 * C, cols, C, panel);
         uk.gemm(3, cols, C, rows3.data(), C, panel, nullptr, sums.data(), nr);
         for (int64_t j = 0; j < cols; ++j) {
@@ -137,7 +146,7 @@ void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weigh
           e[o] = sums[2 * nr + j] + (a.proj_b ? a.proj_b[o] : T(0));
           for (int64_t d = 0; d < R; ++d) pwt[o * R + d] = a.prop_w[d * C + o];
         }
-        if (!aligned) continue;
+        if (!a_tile) continue;
         for (int64_t c = 0; c < C; ++c)
           for (int64_t j = 0; j < cols; ++j)
             panel[c * nr + j] = a.norm_w[c] * panel[c * nr + j] - gmean[o0 + j];
@@ -145,10 +154,13 @@ void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weigh
     });
   }
 
-  // b. packed panels: qkv_weight^T, then Wf (r > 1; row j = (d, o) of Wf^T is
-  //    pw[d] * (g * Wp[o] - gmean[o])) or proj_weight^T (r = 1).
+  // b. packed panels: qkv_weight^T, then Wf (r > 1 and not the A-tile form; row j = (d, o) of
+  //    Wf^T is pw[d] * (g * Wp[o] - gmean[o])) or proj_weight^T (r = 1).
+  if (a_tile)
+    for (int64_t d = 0; d < R; ++d)
+      for (int64_t c = 0; c < C; ++c) weights[L.pw + d * C + c] = a.prop_w[d * C + c];
   const int64_t qkv_panels = ceil_div(3 * C, nr);
-  const int64_t out_cols = r > 1 ? R * C : C, out_panels = ceil_div(out_cols, nr);
+  const int64_t out_cols = r > 1 ? R * C : C, out_panels = a_tile ? 0 : ceil_div(out_cols, nr);
   parallel_for(qkv_panels + out_panels, [&](int64_t begin, int64_t end) {
     std::vector<T> wf(r > 1 ? nr * C : 0);
     for (int64_t p = begin; p < end; ++p) {
@@ -156,14 +168,6 @@ void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weigh
       const int64_t q = qkv ? p : p - qkv_panels, j0 = q * nr;
       const int64_t cols = std::min(nr, (qkv ? 3 * C : out_cols) - j0);
       const T* src = (qkv ? qkv_w : a.proj_w) + j0 * C;  // weight rows = the panel's columns
-      if (!qkv && aligned) {  // Wf panel = pw[d] (per row c) times the G' panel of its o block
-        const T* g = gp.data() + (j0 % C) / nr * C * nr;
-        const T* pw = a.prop_w + j0 / C * C;
-        T* dst = out_wp + q * C * nr;
-        for (int64_t c = 0; c < C; ++c)
-          for (int64_t j = 0; j < nr; ++j) dst[c * nr + j] = pw[c] * g[c * nr + j];
-        continue;
-      }
       if (!qkv && r > 1) {
         for (int64_t t = 0; t < cols; ++t) {
           const int64_t d = (j0 + t) / C, o = (j0 + t) % C;
@@ -277,12 +281,15 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
     });
     // 3b: per (group of offsets, batch, block of sampled tokens m): one gemm
     // y[m] * Wf[:, offsets] -> [rows, dg*C] (row m holds window m's tokens at those offsets,
-    // C columns each), then the epilogue: each token's C columns times its rstd, plus e,
+    // C columns each), or in the A-tile form one gemm (y[m] * pw[d]) * G' per offset d into
+    // the same columns; then the epilogue: each token's C columns times its rstd, plus e,
     // stored at the token's place (dropped where the window is cropped).
+    const bool a_tile = a_tile_form(C, r, nr);
+    const T* pw = weights + WL.pw;
     const int64_t dg = offset_group(C, R, nr), groups = ceil_div(R, dg);
     const Blocks orows(n, kOutRows);
     parallel_for(groups * B * orows.count, [&](int64_t begin, int64_t end) {
-      Scratch<T> acc(orows.size * dg * C);
+      Scratch<T> acc(orows.size * dg * C), at(a_tile ? orows.size * C : 1);
       std::vector<T*> dst(dg);
       std::vector<int64_t> di(R), dj(R);  // offset d = (di, dj) in its window: no division per token
       for (int64_t t = 0; t < R; ++t) di[t] = t / r, dj[t] = t % r;
@@ -291,8 +298,18 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
         const int64_t b = br / orows.count, ob = br % orows.count;
         const int64_t m0 = orows.begin(ob), rows = orows.len(ob, n);
         const int64_t d0 = gi * dg, nd = std::min(dg, R - d0);
-        uk.gemm(rows, nd * C, C, y + (b * n + m0) * C, C, out_wp + d0 * C * C, kb + d0 * C,
-                acc.data(), nd * C);
+        const T* ym = y + (b * n + m0) * C;
+        if (a_tile) {
+          for (int64_t t = 0; t < nd; ++t) {
+            const T* p = pw + (d0 + t) * C;
+            for (int64_t m = 0; m < rows; ++m)
+              for (int64_t c = 0; c < C; ++c) at[m * C + c] = ym[m * C + c] * p[c];
+            uk.gemm(rows, C, C, at.data(), C, out_wp, kb + (d0 + t) * C, acc.data() + t * C,
+                    nd * C);
+          }
+        } else {
+          uk.gemm(rows, nd * C, C, ym, C, out_wp + d0 * C * C, kb + d0 * C, acc.data(), nd * C);
+        }
         for (int64_t m = 0; m < rows; ++m) {
           const int64_t i = (m0 + m) / w, j = (m0 + m) % w;
           for (int64_t t = 0; t < nd; ++t) {

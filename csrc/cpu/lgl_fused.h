@@ -29,15 +29,17 @@
 //   Wf[c, d*C + o] = pw[d,c] * G'[c,o],   kb[o] = sum_c pb[c] G'[c,o],
 //   e[o] = sum_c b[c] Wp[o,c] + bp[o],   rstd(m,d) = 1 / sqrt(var_c(z) + eps).
 // So propagation, normalisation and projection are one gemm per block of sampled tokens,
-// y[rows, C] x Wf[C, r*r*C] (no lane of a vector idle whatever C), the two-pass statistics of
-// each propagated token (prop_rstd, offsets in vector lanes), and an epilogue that scales each
-// token's C columns, adds e and stores them at the token's place (scale_rows; tokens of a window
-// cropped off the map are dropped). Neither z nor the normalised tokens are ever stored. The
+// y[rows, C] x Wf[C, r*r*C] (no lane of a vector idle whatever C) -- or, when the panel width
+// nr divides C, r*r gemms (y[rows] * pw[d]) x G'[C, C] (the A-tile form: the same sums with
+// the per-channel factor applied to A, R times less weight to prepare and keep in cache) --,
+// the two-pass statistics of each propagated token (prop_rstd, offsets in vector lanes), and
+// an epilogue that scales each token's C columns, adds e and stores them at the token's place
+// (scale_rows; tokens of a window cropped off the map are dropped). Neither z nor the normalised tokens are ever stored. The
 // mean is removed exactly by G' (its columns sum to zero up to rounding), so a large common
 // offset in z costs what it costs the reference, which rounds z itself.
 // Intermediates: the workspace (qkv and y, O(h*w*C) per batch element), the prepared weights
-// (O(r*r*C*C)) and per-thread tiles (O(64 * (n + C)), 8 * r*r*C for the folded output, k^T and v
-// panels); nothing of size B x N x C but the output.
+// (O(r*r*C*C), O(C*C) in the A-tile form) and per-thread tiles (O(64 * (n + C)),
+// 32 * r*r*C for the folded output, k^T and v panels); nothing of size B x N x C but the output.
 #pragma once
 
 #include <cstdint>
