@@ -71,9 +71,9 @@ def _count_calls(monkeypatch):
     calls = {"fused": 0, "reference": 0}
     real_fused, real_ref = GlobalSparseAttn.forward_fused, GlobalSparseAttn.forward_reference
 
-    def fused(self, *a):
+    def fused(self, *a, **kw):
         calls["fused"] += 1
-        return real_fused(self, *a)
+        return real_fused(self, *a, **kw)
 
     def ref(self, *a):
         calls["reference"] += 1
@@ -213,6 +213,9 @@ def test_prepared_weights_cache(monkeypatch):
     a = model.blocks1[0].SelfAttn.attn
     assert prepares[0][0] is a.qkv.weight and prepares[0][2] is a.LocalProp.weight
     assert prepares[0][6] is a.proj.weight and prepares[0][8] == 4
+    # ... with SelfAttn's norm1 folded in (x + attn(norm1(x)) is one call).
+    n1 = model.blocks1[0].SelfAttn.norm1
+    assert prepares[0][9] is True and prepares[0][10] is n1.weight and prepares[0][11] is n1.bias
     assert set(model.state_dict()) == keys  # the cache is not state
 
     with torch.no_grad():

@@ -338,20 +338,28 @@ class GlobalSparseAttn(nn.Module):
         return (self.qkv.weight, self.qkv.bias, prop_w, prop_b, norm_w, norm_b,
                 self.proj.weight, self.proj.bias), eps
 
-    def _prepared_weights(self, weights, x: Tensor) -> Tensor:
-        """The ``lgl_prepare`` of this module's weights for CPU inference, cached (see
-        _eval_cached). Never traced by torch.compile: forward_fused does not call it while
-        compiling."""
+    def _prepared_weights(self, weights, x: Tensor, pre_norm: Optional[nn.LayerNorm]) -> Tensor:
+        """The ``lgl_prepare`` of this module's weights (and of ``pre_norm``'s affine, folded
+        into qkv) for CPU inference, cached (see _eval_cached). Never traced by torch.compile:
+        forward_fused does not call it while compiling."""
         params = [w for w in weights if w is not None]
+        extra = ()
+        if pre_norm is not None:
+            extra = (True, pre_norm.weight, pre_norm.bias)
+            params += [pre_norm.weight, pre_norm.bias]
         return _eval_cached(self, "_prepared", params, x,
-                            lambda: _load_kernels().lgl_prepare(*weights, int(self.sr)))
+                            lambda: _load_kernels().lgl_prepare(*weights, int(self.sr), *extra))
 
     def train(self, mode: bool = True):
         self._prepared = None  # rebuilt on the next eval-mode call
         return super().train(mode)
 
-    def forward_fused(self, x: Tensor, H: int, W: int) -> Tensor:
+    def forward_fused(self, x: Tensor, H: int, W: int, pre_norm: Optional[nn.LayerNorm] = None,
+                      residual: bool = False) -> Tensor:
         """The op on this module's parameters (no dropout applied); the caller checks support.
+        With ``pre_norm`` (a LayerNorm over C) and ``residual`` it is
+        ``[x +] op(pre_norm(x))``: SelfAttn's ``x + attn(norm1(x))``, one
+        ``lgl_fused_prepared`` call on the eval fast path.
 
         In eval mode on CPU, when no gradient is needed, the weights are prepared once
         (``lgl_prepare``: packed and folded for the CPU kernels) and reused by
@@ -363,13 +371,16 @@ class GlobalSparseAttn(nn.Module):
         autograd, CUDA, under ``torch.compile``) the forward is one ``lgl_fused`` call."""
         weights, eps = self._op_weights()
         r = int(self.sr)
-        if _eval_fast_path(self, x, weights):
+        norm_params = [] if pre_norm is None else [pre_norm.weight, pre_norm.bias]
+        if _eval_fast_path(self, x, list(weights) + norm_params):
+            pre_eps = float(pre_norm.eps) if pre_norm is not None else 1e-5
             return torch.ops.edgevit.lgl_fused_prepared(
                 x, int(H), int(W), int(self.num_heads), r, float(self.scale), eps,
-                self._prepared_weights(weights, x))
-        return torch.ops.edgevit.lgl_fused(
-            x, int(H), int(W), int(self.num_heads), r, float(self.scale), *weights[:6], eps,
-            *weights[6:])
+                self._prepared_weights(weights, x, pre_norm), pre_eps, residual)
+        out = torch.ops.edgevit.lgl_fused(
+            pre_norm(x) if pre_norm is not None else x, int(H), int(W), int(self.num_heads), r,
+            float(self.scale), *weights[:6], eps, *weights[6:])
+        return x + out if residual else out
 
     def forward(self, x: Tensor, H: int, W: int) -> Tensor:
         if self.use_fused:
@@ -466,15 +477,14 @@ class SelfAttn(nn.Module):
         mlp_hidden_dim = int(dim * mlp_ratio)
         self.mlp = Mlp(in_features=dim, hidden_features=mlp_hidden_dim, act_layer=act_layer, drop=drop)
         # Eval fast path (EdgeVit.set_fused): norm1 + attention + residual as one
-        # edgevit::lgl_fused_prepared call (norm1's affine folded into qkv), and norm2 + MLP +
-        # residual as one edgevit::mlp_fused call, on weights prepared once and cached in
-        # _attn_prepared and _mlp_prepared (see _eval_cached).
+        # edgevit::lgl_fused_prepared call (norm1's affine folded into qkv; cached by the attn
+        # module), and norm2 + MLP + residual as one edgevit::mlp_fused call on weights
+        # prepared once and cached in _mlp_prepared (see _eval_cached).
         self.fuse_eval = False
-        self._attn_prepared = None
         self._mlp_prepared = None
 
     def train(self, mode: bool = True):
-        self._attn_prepared = self._mlp_prepared = None  # rebuilt on the next eval-mode call
+        self._mlp_prepared = None  # rebuilt on the next eval-mode call
         return super().train(mode)
 
     def _mlp_params(self):
@@ -499,19 +509,13 @@ class SelfAttn(nn.Module):
         return torch.ops.edgevit.mlp_fused_prepared(x, prepared, float(self.norm2.eps), True)
 
     def _fused_attn(self, x: Tensor, H: int, W: int) -> Optional[Tensor]:
-        """x + attn(norm1(x)) by edgevit::lgl_fused_prepared with norm1 folded in, or None where
-        the eval fast path does not apply."""
+        """x + attn(norm1(x)) as one edgevit::lgl_fused_prepared call (norm1 folded in), or None
+        where the eval fast path does not apply."""
         attn = self.attn
         if (not attn.use_fused or not isinstance(self.norm1, nn.LayerNorm)
                 or not self._eval_fused(x) or attn._fused_unavailable(x) is not None):
             return None
-        weights, eps = attn._op_weights()
-        params = [w for w in weights if w is not None] + [self.norm1.weight, self.norm1.bias]
-        prepared = _eval_cached(self, "_attn_prepared", params, x, lambda: _load_kernels().lgl_prepare(
-            *weights, int(attn.sr), True, self.norm1.weight, self.norm1.bias))
-        return torch.ops.edgevit.lgl_fused_prepared(
-            x, int(H), int(W), int(attn.num_heads), int(attn.sr), float(attn.scale), eps, prepared,
-            float(self.norm1.eps), True)
+        return attn.forward_fused(x, H, W, pre_norm=self.norm1, residual=True)
 
     def forward(self, x):
         x = _pos_embed_residual(self.pos_embed, x, self._eval_fused(x))
