@@ -42,12 +42,18 @@ void patch_embed_forward(const PatchEmbedArgs<T>& a, const LglUKernels<T>& gemm_
         const int64_t m = m0 + t, b = m / (Ho * Wo), i = m / Wo % Ho, j = m % Wo;
         const T* src = a.x + b * a.x_sb + i * p * a.x_sh + j * p * a.x_sw;
         T* dst = tile.data() + t * K;
+        // Rows of p pixels (channel-major) or of Cin channels (pixel-major); unit strides (an
+        // NCHW image, a channels_last map) get their own loop, which the compiler vectorises.
         if (channel_major) {
           for (int64_t c = 0; c < Cin; ++c)
             for (int64_t ki = 0; ki < p; ++ki) {
               const T* s = src + c * a.x_sc + ki * a.x_sh;
               T* d = dst + (c * p + ki) * p;
-              for (int64_t kj = 0; kj < p; ++kj) d[kj] = s[kj * a.x_sw];
+              if (a.x_sw == 1) {
+                for (int64_t kj = 0; kj < p; ++kj) d[kj] = s[kj];
+              } else {
+                for (int64_t kj = 0; kj < p; ++kj) d[kj] = s[kj * a.x_sw];
+              }
             }
           continue;
         }
@@ -55,7 +61,11 @@ void patch_embed_forward(const PatchEmbedArgs<T>& a, const LglUKernels<T>& gemm_
           for (int64_t kj = 0; kj < p; ++kj) {
             const T* s = src + ki * a.x_sh + kj * a.x_sw;
             T* d = dst + (ki * p + kj) * Cin;
-            for (int64_t c = 0; c < Cin; ++c) d[c] = s[c * a.x_sc];
+            if (a.x_sc == 1) {
+              for (int64_t c = 0; c < Cin; ++c) d[c] = s[c];
+            } else {
+              for (int64_t c = 0; c < Cin; ++c) d[c] = s[c * a.x_sc];
+            }
           }
       }
       T* out = a.out + m0 * Cout;
