@@ -77,11 +77,12 @@ at::Tensor dwconv_cpu(const at::Tensor& x, const at::Tensor& weight,
     a.B = B; a.C = C; a.H = H; a.W = W; a.k = k;
     a.x = xc.const_data_ptr<scalar_t>();
     // [C, 1, k, k] -> [k*k, C] (a tap's channels contiguous), by a plain loop: ATen's
-    // transposing copy costs ~10 us per call here, more than the whole op on a 7 x 7 map.
-    const scalar_t* w = wc.const_data_ptr<scalar_t>();
-    scalar_t* t = wt.data_ptr<scalar_t>();
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t tap = 0; tap < k * k; ++tap) t[tap * C + c] = w[c * k * k + tap];
+    // transposing copy costs ~10 us per call here, more than the whole op on a 7 x 7 map. Taps
+    // outer, so the writes are sequential (channels outer, C = 288, k = 5 took 4.5 us, this 2.7).
+    const scalar_t* __restrict w = wc.const_data_ptr<scalar_t>();
+    scalar_t* __restrict t = wt.data_ptr<scalar_t>();
+    for (int64_t tap = 0; tap < k * k; ++tap)
+      for (int64_t c = 0; c < C; ++c) t[tap * C + c] = w[c * k * k + tap];
     a.wt = t;
     a.bias = bc.defined() ? bc.const_data_ptr<scalar_t>() : nullptr;
     a.residual = residual;

@@ -3,8 +3,10 @@
 // this file only (setup.py, tests/native/Makefile); isa.cpp calls it only on CPUs that have AVX2
 // and FMA.
 //
-// 8 channels per ymm; the C % 8 tail block uses vmaskmovps loads (which do not fault on
-// masked-off lanes) and stores, so nothing past channel C is touched. With 16 ymm registers the
+// 8 channels per ymm, then (C % 8 >= 4) one xmm block of 4, then the C % 4 tail in an xmm with
+// vmaskmovps loads (which do not fault on masked-off lanes) and stores, so nothing past channel C
+// is touched. in_register (dwconv_simd.h: pixels) is an empty asm statement: the only way to
+// stop GCC from turning one load into k memory operands. With 16 ymm registers the
 // 9 weight vectors of k = 3 stay in registers; k = 5's 25 are partly reloaded from the stack.
 #include "dwconv_ukernels.h"
 
@@ -29,17 +31,35 @@ struct Full {
   static Vec zero() { return _mm256_setzero_ps(); }
   static Vec fma(Vec a, Vec b, Vec acc) { return _mm256_fmadd_ps(a, b, acc); }
   static Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+  static Vec in_register(Vec v) {
+    __asm__("" : "+x"(v));
+    return v;
+  }
 };
 
-struct Tail : Full {
-  __m256i m;  // lane j set iff j < n
+struct Half {
+  using Vec = __m128;
+  static constexpr int64_t kLanes = 4;
+  Vec load(const float* p) const { return _mm_loadu_ps(p); }
+  void store(float* p, Vec v) const { _mm_storeu_ps(p, v); }
+  static Vec zero() { return _mm_setzero_ps(); }
+  static Vec fma(Vec a, Vec b, Vec acc) { return _mm_fmadd_ps(a, b, acc); }
+  static Vec add(Vec a, Vec b) { return _mm_add_ps(a, b); }
+  static Vec in_register(Vec v) {
+    __asm__("" : "+x"(v));
+    return v;
+  }
+};
+
+struct Tail : Half {
+  __m128i m;  // lane j set iff j < n
   explicit Tail(int64_t n)
-      : m(_mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))) {}
-  Vec load(const float* p) const { return _mm256_maskload_ps(p, m); }
-  void store(float* p, Vec v) const { _mm256_maskstore_ps(p, m, v); }
+      : m(_mm_cmpgt_epi32(_mm_set1_epi32(int(n)), _mm_setr_epi32(0, 1, 2, 3))) {}
+  Vec load(const float* p) const { return _mm_maskload_ps(p, m); }
+  void store(float* p, Vec v) const { _mm_maskstore_ps(p, m, v); }
 };
 
-const DwconvUKernels<float> kTable{"avx2", dwconv_simd::row<Full, Tail>};
+const DwconvUKernels<float> kTable{"avx2", dwconv_simd::row<Full, Half, Tail>};
 
 }  // namespace
 

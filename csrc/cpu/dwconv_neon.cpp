@@ -5,7 +5,8 @@
 //
 // 4 channels per q register (32 of them: k = 3 and k = 5 keep their weights in registers); the
 // C % 4 tail block goes through a register-sized temporary, so nothing past channel C is
-// touched (the EdgeViT widths are multiples of 4: it never runs there).
+// touched (the EdgeViT widths are multiples of 4: it never runs there). No narrower Half block
+// (dwconv_simd.h): row<Full, Full, Tail>.
 #include "dwconv_ukernels.h"
 
 #if defined(__aarch64__) && defined(__ARM_NEON)
@@ -29,6 +30,7 @@ struct Full {
   static Vec zero() { return vdupq_n_f32(0.f); }
   static Vec fma(Vec a, Vec b, Vec acc) { return vfmaq_f32(acc, a, b); }
   static Vec add(Vec a, Vec b) { return vaddq_f32(a, b); }
+  static Vec in_register(Vec v) { return v; }  // AArch64 FMAs take no memory operand
 };
 
 struct Tail : Full {
@@ -46,7 +48,7 @@ struct Tail : Full {
   }
 };
 
-const DwconvUKernels<float> kTable{"neon", dwconv_simd::row<Full, Tail>};
+const DwconvUKernels<float> kTable{"neon", dwconv_simd::row<Full, Full, Tail>};
 
 }  // namespace
 
