@@ -23,7 +23,8 @@
 // Invariants (no out-of-bounds access): A is read only at rows < M and columns < K; bias only
 // at columns < N (vmaskmovps loads, which do not fault on masked-off lanes); packed panels are
 // read whole (they are zero-padded to 8 columns); C is written only at rows < M, columns < N
-// (vmaskmovps store on the group's last vector). softmax_rows / scale_rows touch only
+// (vmaskmovps store on the group's last vector); gemm_add reads R where it stores C (the same
+// masks). softmax_rows / scale_rows touch only
 // elements < N / < C of each row: the remainder of a row uses masked loads and stores.
 // prop_rstd reads pwt rows with masked loads (R % 8 tail) and y only at rows < M.
 // pack_weight_t reads W only at rows < N, columns < K (masked loads) and writes only its panels.
@@ -73,8 +74,23 @@ static inline float hmax(__m256 v) {
 // ---------------------------------------------------------------------------------------------
 // gemm
 
+// What a tile does to its accumulators before storing them (LglUKernels: gemm, gemm_gelu,
+// gemm_add).
+enum Epilogue { kStore, kGelu, kAddR };
+
 using TileFn = void (*)(int64_t K, const float* A, int64_t lda, const float* B, int64_t ps,
-                        const __m256* init, float* C, int64_t ldc, int64_t nlast);
+                        const __m256* init, float* C, int64_t ldc, int64_t nlast,
+                        const float* R, int64_t ldr);
+
+// Epilogue EP on the accumulator v of columns [0, 8) at c (r: the same columns of R); lanes
+// outside `m` are not stored, so R is read only where they are set.
+template <int EP>
+static inline __attribute__((always_inline)) __m256 epilogue(__m256 v, const float* r,
+                                                             __m256i m) {
+  if constexpr (EP == kGelu) return gelu256(v);
+  if constexpr (EP == kAddR) return _mm256_add_ps(v, _mm256_maskload_ps(r, m));
+  return v;
+}
 
 // C[0:MR, 0:NV*8) = init + A[0:MR, 0:K) * B, B = NV panels of [K, 8], ps floats apart.
 // Only the first nlast columns of the last vector are stored (the mask is made after the k
@@ -82,9 +98,10 @@ using TileFn = void (*)(int64_t K, const float* A, int64_t lda, const float* B, 
 // (c<row>_<vector>), not an array: GCC keeps such an array in memory outside the k loop,
 // costing a spill and reload of every accumulator per tile.
 #define EDGEVIT_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
-template <int MR, int NV>
+template <int MR, int NV, int EP>
 void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict B,
-          int64_t ps, const __m256* init, float* __restrict C, int64_t ldc, int64_t nlast) {
+          int64_t ps, const __m256* init, float* __restrict C, int64_t ldc, int64_t nlast,
+          const float* __restrict R, int64_t ldr) {
   static_assert(MR >= 1 && MR <= 12 && NV >= 1 && NV <= 3, "tile shape");
   const __m256 i0 = init[0], i1 = NV > 1 ? init[1] : i0, i2 = NV > 2 ? init[2] : i0;
 #define EDGEVIT_DECL(r) __m256 c##r##_0 = i0, c##r##_1 = i1, c##r##_2 = i2;
@@ -106,19 +123,23 @@ void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __rest
 #undef EDGEVIT_FMA
   }
   const __m256i last = tail_mask(nlast);
-#define EDGEVIT_STORE(r)                                                 \
-  if constexpr (MR > r) {                                               \
-    float* c = C + r * ldc;                                             \
-    if constexpr (NV == 1) _mm256_maskstore_ps(c, last, c##r##_0);      \
-    if constexpr (NV == 2) {                                            \
-      _mm256_storeu_ps(c, c##r##_0);                                    \
-      _mm256_maskstore_ps(c + kNR, last, c##r##_1);                     \
-    }                                                                   \
-    if constexpr (NV == 3) {                                            \
-      _mm256_storeu_ps(c, c##r##_0);                                    \
-      _mm256_storeu_ps(c + kNR, c##r##_1);                              \
-      _mm256_maskstore_ps(c + 2 * kNR, last, c##r##_2);                 \
-    }                                                                   \
+  const __m256i full = tail_mask(kNR);
+#define EDGEVIT_STORE(r)                                                            \
+  if constexpr (MR > r) {                                                          \
+    float* c = C + r * ldc;                                                        \
+    const float* rr = R + r * ldr;                                                 \
+    if constexpr (NV == 1)                                                         \
+      _mm256_maskstore_ps(c, last, epilogue<EP>(c##r##_0, rr, last));              \
+    if constexpr (NV == 2) {                                                       \
+      _mm256_storeu_ps(c, epilogue<EP>(c##r##_0, rr, full));                       \
+      _mm256_maskstore_ps(c + kNR, last, epilogue<EP>(c##r##_1, rr + kNR, last));  \
+    }                                                                              \
+    if constexpr (NV == 3) {                                                       \
+      _mm256_storeu_ps(c, epilogue<EP>(c##r##_0, rr, full));                       \
+      _mm256_storeu_ps(c + kNR, epilogue<EP>(c##r##_1, rr + kNR, full));           \
+      _mm256_maskstore_ps(c + 2 * kNR, last,                                       \
+                          epilogue<EP>(c##r##_2, rr + 2 * kNR, last));             \
+    }                                                                              \
   }
   EDGEVIT_ROWS(EDGEVIT_STORE)
 #undef EDGEVIT_STORE
@@ -127,16 +148,25 @@ void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __rest
 
 constexpr int kMRMax[kMaxNV + 1] = {0, 12, 6, 4};
 
-const TileFn kTiles1[] = {nullptr,     tile<1, 1>,  tile<2, 1>,  tile<3, 1>, tile<4, 1>,
-                          tile<5, 1>,  tile<6, 1>,  tile<7, 1>,  tile<8, 1>, tile<9, 1>,
-                          tile<10, 1>, tile<11, 1>, tile<12, 1>};
-const TileFn kTiles2[] = {nullptr,    tile<1, 2>, tile<2, 2>, tile<3, 2>,
-                          tile<4, 2>, tile<5, 2>, tile<6, 2>};
-const TileFn kTiles3[] = {nullptr, tile<1, 3>, tile<2, 3>, tile<3, 3>, tile<4, 3>};
-const TileFn* const kTiles[kMaxNV + 1] = {nullptr, kTiles1, kTiles2, kTiles3};
+// Tiles<EP>::all[nv][mr]: the tile of mr rows x nv panels with epilogue EP.
+template <int EP>
+struct Tiles {
+  static constexpr TileFn t1[] = {
+      nullptr,         tile<1, 1, EP>,  tile<2, 1, EP>,  tile<3, 1, EP>, tile<4, 1, EP>,
+      tile<5, 1, EP>,  tile<6, 1, EP>,  tile<7, 1, EP>,  tile<8, 1, EP>, tile<9, 1, EP>,
+      tile<10, 1, EP>, tile<11, 1, EP>, tile<12, 1, EP>};
+  static constexpr TileFn t2[] = {nullptr,        tile<1, 2, EP>, tile<2, 2, EP>,
+                                  tile<3, 2, EP>, tile<4, 2, EP>, tile<5, 2, EP>,
+                                  tile<6, 2, EP>};
+  static constexpr TileFn t3[] = {nullptr, tile<1, 3, EP>, tile<2, 3, EP>, tile<3, 3, EP>,
+                                  tile<4, 3, EP>};
+  static constexpr const TileFn* all[kMaxNV + 1] = {nullptr, t1, t2, t3};
+};
 
-void gemm_avx2(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
-               const float* bias, float* C, int64_t ldc) {
+// The gemm of the table with epilogue EP (R, ldr: kAddR's addend); gemm_ep<kAddR> is gemm_add.
+template <int EP>
+void gemm_ep(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
+             const float* bias, const float* R, int64_t ldr, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   const int64_t panels = (N + kNR - 1) / kNR, ps = K * kNR;
   const __m256i full = tail_mask(8);
@@ -150,16 +180,27 @@ void gemm_avx2(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, con
     for (int v = 0; v < nv; ++v)
       init[v] = bias ? _mm256_maskload_ps(bias + n0 + v * kNR, v == nv - 1 ? last : full)
                      : _mm256_setzero_ps();
-    const TileFn* tiles = kTiles[nv];
+    const TileFn* tiles = Tiles<EP>::all[nv];
     const int64_t blocks = (M + kMRMax[nv] - 1) / kMRMax[nv];
     const int64_t base = M / blocks, extra = M % blocks;
     for (int64_t blk = 0, m0 = 0; blk < blocks; ++blk) {
       const int64_t mr = base + (blk < extra ? 1 : 0);
-      tiles[mr](K, A + m0 * lda, lda, Bp + p * ps, ps, init, C + m0 * ldc + n0, ldc, nlast);
+      tiles[mr](K, A + m0 * lda, lda, Bp + p * ps, ps, init, C + m0 * ldc + n0, ldc, nlast,
+                R + m0 * ldr + n0, ldr);
       m0 += mr;
     }
     p += nv;
   }
+}
+
+void gemm_avx2(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
+               const float* bias, float* C, int64_t ldc) {
+  gemm_ep<kStore>(M, N, K, A, lda, Bp, bias, C, 0, C, ldc);
+}
+
+void gemm_gelu_avx2(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                    const float* Bp, const float* bias, float* C, int64_t ldc) {
+  gemm_ep<kGelu>(M, N, K, A, lda, Bp, bias, C, 0, C, ldc);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -329,7 +370,8 @@ void scale_rows_avx2(int64_t rows, int64_t C, const float* src, const float* sca
 const LglUKernels<float> kTable{"avx2",         kNR,
                                 gemm_avx2,      softmax_rows_avx2,
                                 prop_rstd_avx2, scale_rows_avx2,
-                                pack_weight_t_avx2};
+                                pack_weight_t_avx2, gemm_gelu_avx2,
+                                gemm_ep<kAddR>};
 
 }  // namespace
 

@@ -23,7 +23,8 @@
 // Invariants (no out-of-bounds access): A is read only at rows < M and columns < K; bias only at
 // columns < N (masked loads, which do not fault on masked-off lanes); packed panels are read
 // whole (they are zero-padded to 16 columns); C is written only at rows < M, columns < N
-// (masked store on the group's last vector). softmax_rows touches only elements < N of each row:
+// (masked store on the group's last vector); gemm_add reads R where it stores C (the same
+// masks). softmax_rows touches only elements < N of each row:
 // the remainder of a row is handled with masked loads and stores. prop_rstd reads pwt rows
 // with masked loads (R % 16 tail) and y only at rows < M (a short token group repeats its
 // first row); scale_rows masks its channel tail. pack_weight_t reads W only at rows < N,
@@ -67,8 +68,23 @@ static inline __m512 opaque(__m512 v) {
 // ---------------------------------------------------------------------------------------------
 // gemm
 
+// What a tile does to its accumulators before storing them (LglUKernels: gemm, gemm_gelu,
+// gemm_add).
+enum Epilogue { kStore, kGelu, kAddR };
+
 using TileFn = void (*)(int64_t K, const float* A, int64_t lda, const float* B, int64_t ps,
-                        const __m512* init, float* C, int64_t ldc, __mmask16 last);
+                        const __m512* init, float* C, int64_t ldc, __mmask16 last,
+                        const float* R, int64_t ldr);
+
+// Epilogue EP on the accumulator v of columns [0, 16) at c (r: the same columns of R); lanes
+// outside `m` are not stored, so R is read only where they are set.
+template <int EP>
+static inline __attribute__((always_inline)) __m512 epilogue(__m512 v, const float* r,
+                                                             __mmask16 m) {
+  if constexpr (EP == kGelu) return gelu512(v);
+  if constexpr (EP == kAddR) return _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, r));
+  return v;
+}
 
 // C[0:MR, 0:NV*16) = init + A[0:MR, 0:K) * B, B = NV panels of [K, 16], ps floats apart.
 // Only the lanes of `last` are stored of the last vector. The accumulators are named variables
@@ -76,9 +92,10 @@ using TileFn = void (*)(int64_t K, const float* A, int64_t lda, const float* B, 
 // outside the k loop, costing a spill and reload of every accumulator per tile.
 #define EDGEVIT_ROWS(X) \
   X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
-template <int MR, int NV>
+template <int MR, int NV, int EP>
 void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict B,
-          int64_t ps, const __m512* init, float* __restrict C, int64_t ldc, __mmask16 last) {
+          int64_t ps, const __m512* init, float* __restrict C, int64_t ldc, __mmask16 last,
+          const float* __restrict R, int64_t ldr) {
   static_assert(MR >= 1 && MR <= 14 && NV >= 1 && NV <= 3, "tile shape");
   const __m512 i0 = init[0], i1 = NV > 1 ? init[1] : i0, i2 = NV > 2 ? init[2] : i0;
 #define EDGEVIT_DECL(r) __m512 c##r##_0 = i0, c##r##_1 = i1, c##r##_2 = i2;
@@ -99,19 +116,23 @@ void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __rest
     EDGEVIT_ROWS(EDGEVIT_FMA)
 #undef EDGEVIT_FMA
   }
-#define EDGEVIT_STORE(r)                                                         \
-  if constexpr (MR > r) {                                                       \
-    float* c = C + r * ldc;                                                     \
-    if constexpr (NV == 1) _mm512_mask_storeu_ps(c, last, c##r##_0);            \
-    if constexpr (NV == 2) {                                                    \
-      _mm512_storeu_ps(c, c##r##_0);                                            \
-      _mm512_mask_storeu_ps(c + kNR, last, c##r##_1);                           \
-    }                                                                           \
-    if constexpr (NV == 3) {                                                    \
-      _mm512_storeu_ps(c, c##r##_0);                                            \
-      _mm512_storeu_ps(c + kNR, c##r##_1);                                      \
-      _mm512_mask_storeu_ps(c + 2 * kNR, last, c##r##_2);                       \
-    }                                                                           \
+#define EDGEVIT_STORE(r)                                                              \
+  if constexpr (MR > r) {                                                            \
+    float* c = C + r * ldc;                                                          \
+    const float* rr = R + r * ldr;                                                   \
+    const __mmask16 full = 0xFFFF;                                                   \
+    if constexpr (NV == 1)                                                           \
+      _mm512_mask_storeu_ps(c, last, epilogue<EP>(c##r##_0, rr, last));              \
+    if constexpr (NV == 2) {                                                         \
+      _mm512_storeu_ps(c, epilogue<EP>(c##r##_0, rr, full));                         \
+      _mm512_mask_storeu_ps(c + kNR, last, epilogue<EP>(c##r##_1, rr + kNR, last));  \
+    }                                                                                \
+    if constexpr (NV == 3) {                                                         \
+      _mm512_storeu_ps(c, epilogue<EP>(c##r##_0, rr, full));                         \
+      _mm512_storeu_ps(c + kNR, epilogue<EP>(c##r##_1, rr + kNR, full));             \
+      _mm512_mask_storeu_ps(c + 2 * kNR, last,                                       \
+                            epilogue<EP>(c##r##_2, rr + 2 * kNR, last));             \
+    }                                                                                \
   }
   EDGEVIT_ROWS(EDGEVIT_STORE)
 #undef EDGEVIT_STORE
@@ -120,18 +141,25 @@ void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __rest
 
 constexpr int kMRMax[kMaxNV + 1] = {0, 14, 12, 9};
 
-#define EDGEVIT_T(NV) tile<1, NV>, tile<2, NV>, tile<3, NV>, tile<4, NV>, tile<5, NV>, \
-                      tile<6, NV>, tile<7, NV>, tile<8, NV>, tile<9, NV>
-const TileFn kTiles1[] = {nullptr, EDGEVIT_T(1), tile<10, 1>, tile<11, 1>, tile<12, 1>,
-                          tile<13, 1>, tile<14, 1>};
-const TileFn kTiles2[] = {nullptr, EDGEVIT_T(2), tile<10, 2>, tile<11, 2>, tile<12, 2>,
-                          tile<13, 2>, tile<14, 2>};
-const TileFn kTiles3[] = {nullptr, EDGEVIT_T(3)};
+// Tiles<EP>::all[nv][mr]: the tile of mr rows x nv panels with epilogue EP.
+#define EDGEVIT_T(NV) tile<1, NV, EP>, tile<2, NV, EP>, tile<3, NV, EP>, tile<4, NV, EP>, \
+                      tile<5, NV, EP>, tile<6, NV, EP>, tile<7, NV, EP>, tile<8, NV, EP>, \
+                      tile<9, NV, EP>
+template <int EP>
+struct Tiles {
+  static constexpr TileFn t1[] = {nullptr, EDGEVIT_T(1), tile<10, 1, EP>, tile<11, 1, EP>,
+                                  tile<12, 1, EP>, tile<13, 1, EP>, tile<14, 1, EP>};
+  static constexpr TileFn t2[] = {nullptr, EDGEVIT_T(2), tile<10, 2, EP>, tile<11, 2, EP>,
+                                  tile<12, 2, EP>, tile<13, 2, EP>, tile<14, 2, EP>};
+  static constexpr TileFn t3[] = {nullptr, EDGEVIT_T(3)};
+  static constexpr const TileFn* all[kMaxNV + 1] = {nullptr, t1, t2, t3};
+};
 #undef EDGEVIT_T
-const TileFn* const kTiles[kMaxNV + 1] = {nullptr, kTiles1, kTiles2, kTiles3};
 
-void gemm_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
-                 const float* bias, float* C, int64_t ldc) {
+// The gemm of the table with epilogue EP (R, ldr: kAddR's addend); gemm_ep<kAddR> is gemm_add.
+template <int EP>
+void gemm_ep(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
+             const float* bias, const float* R, int64_t ldr, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   const int64_t panels = (N + kNR - 1) / kNR, ps = K * kNR;
   for (int64_t p = 0; p < panels;) {
@@ -144,16 +172,27 @@ void gemm_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
       const __mmask16 m = v == nv - 1 ? last : __mmask16(0xFFFF);
       init[v] = bias ? _mm512_maskz_loadu_ps(m, bias + n0 + v * kNR) : _mm512_setzero_ps();
     }
-    const TileFn* tiles = kTiles[nv];
+    const TileFn* tiles = Tiles<EP>::all[nv];
     const int64_t blocks = (M + kMRMax[nv] - 1) / kMRMax[nv];
     const int64_t base = M / blocks, extra = M % blocks;
     for (int64_t blk = 0, m0 = 0; blk < blocks; ++blk) {
       const int64_t mr = base + (blk < extra ? 1 : 0);
-      tiles[mr](K, A + m0 * lda, lda, Bp + p * ps, ps, init, C + m0 * ldc + n0, ldc, last);
+      tiles[mr](K, A + m0 * lda, lda, Bp + p * ps, ps, init, C + m0 * ldc + n0, ldc, last,
+                R + m0 * ldr + n0, ldr);
       m0 += mr;
     }
     p += nv;
   }
+}
+
+void gemm_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
+                 const float* bias, float* C, int64_t ldc) {
+  gemm_ep<kStore>(M, N, K, A, lda, Bp, bias, C, 0, C, ldc);
+}
+
+void gemm_gelu_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                      const float* Bp, const float* bias, float* C, int64_t ldc) {
+  gemm_ep<kGelu>(M, N, K, A, lda, Bp, bias, C, 0, C, ldc);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -389,7 +428,8 @@ void scale_rows_avx512(int64_t rows, int64_t C, const float* src, const float* s
 const LglUKernels<float> kTable{"avx512",         kNR,
                                 gemm_avx512,      softmax_rows_avx512,
                                 prop_rstd_avx512, scale_rows_avx512,
-                                pack_weight_t_avx512};
+                                pack_weight_t_avx512, gemm_gelu_avx512,
+                                gemm_ep<kAddR>};
 
 }  // namespace
 

@@ -19,7 +19,8 @@
 // Invariants (no out-of-bounds access): A is read only at rows < M and columns < K (the 4-wide
 // loads only for k + 3 < K); bias only at columns < N; packed panels are read whole (they are
 // zero-padded to 8 columns); C is written only at rows < M, columns < N (a partial last panel
-// goes through a register-sized temporary). softmax_rows / scale_rows touch only elements < N /
+// goes through a register-sized temporary; gemm_add reads R there with load_partial).
+// softmax_rows / scale_rows touch only elements < N /
 // < C of each row: a row's last N % 4 elements go through a temporary; so do prop_rstd's last
 // R % 4 offsets. pack_weight_t reads W only at rows < N, columns < K and writes only its panels.
 //
@@ -61,15 +62,31 @@ static inline float32x4_t opaque(float32x4_t v) {
 // ---------------------------------------------------------------------------------------------
 // gemm
 
+// What a tile does to its accumulators before storing them (LglUKernels: gemm, gemm_gelu,
+// gemm_add).
+enum Epilogue { kStore, kGelu, kAddR };
+
 using TileFn = void (*)(int64_t K, const float* A, int64_t lda, const float* B,
-                        const float* init, float* C, int64_t ldc, int64_t nlast);
+                        const float* init, float* C, int64_t ldc, int64_t nlast,
+                        const float* R, int64_t ldr);
+
+// Epilogue EP on the accumulator v of 4 columns whose first n (<= 4; none if n <= 0) are stored;
+// r: the same columns of R, read only there.
+template <int EP>
+static inline __attribute__((always_inline)) float32x4_t epilogue(float32x4_t v, const float* r,
+                                                                  int64_t n) {
+  if constexpr (EP == kGelu) return gelu_neon4(v);
+  if constexpr (EP == kAddR) return vaddq_f32(v, n >= 4 ? vld1q_f32(r) : load_partial(r, n));
+  return v;
+}
 
 // C[0:MR, 0:nlast) = init + A[0:MR, 0:K) * B, B one panel [K, 8]. The accumulators c<row>_<half>
 // and A registers a<row> are named variables, not arrays: GCC (-O2) keeps such arrays in memory.
 #define EDGEVIT_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-template <int MR>
+template <int MR, int EP>
 void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict B,
-          const float* init, float* __restrict C, int64_t ldc, int64_t nlast) {
+          const float* init, float* __restrict C, int64_t ldc, int64_t nlast,
+          const float* __restrict R, int64_t ldr) {
   static_assert(MR >= 1 && MR <= kMRMax, "tile shape");
   const float32x4_t i0 = vld1q_f32(init), i1 = vld1q_f32(init + 4);
 #define EDGEVIT_DECL(r) float32x4_t c##r##_0 = i0, c##r##_1 = i1;
@@ -111,20 +128,20 @@ void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __rest
 #undef EDGEVIT_FMA_N
   }
   if (nlast == kNR) {
-#define EDGEVIT_STORE(r)                        \
-    if constexpr (MR > r) {                    \
-      vst1q_f32(C + r * ldc, c##r##_0);        \
-      vst1q_f32(C + r * ldc + 4, c##r##_1);    \
+#define EDGEVIT_STORE(r)                                                      \
+    if constexpr (MR > r) {                                                  \
+      vst1q_f32(C + r * ldc, epilogue<EP>(c##r##_0, R + r * ldr, 4));        \
+      vst1q_f32(C + r * ldc + 4, epilogue<EP>(c##r##_1, R + r * ldr + 4, 4)); \
     }
     EDGEVIT_ROWS(EDGEVIT_STORE)
 #undef EDGEVIT_STORE
   } else {
-#define EDGEVIT_STORE_PART(r)                                          \
-    if constexpr (MR > r) {                                           \
-      float t[kNR];                                                   \
-      vst1q_f32(t, c##r##_0);                                         \
-      vst1q_f32(t + 4, c##r##_1);                                     \
-      for (int64_t j = 0; j < nlast; ++j) C[r * ldc + j] = t[j];      \
+#define EDGEVIT_STORE_PART(r)                                                 \
+    if constexpr (MR > r) {                                                  \
+      float t[kNR];                                                          \
+      vst1q_f32(t, epilogue<EP>(c##r##_0, R + r * ldr, nlast));              \
+      vst1q_f32(t + 4, epilogue<EP>(c##r##_1, R + r * ldr + 4, nlast - 4)); \
+      for (int64_t j = 0; j < nlast; ++j) C[r * ldc + j] = t[j];             \
     }
     EDGEVIT_ROWS(EDGEVIT_STORE_PART)
 #undef EDGEVIT_STORE_PART
@@ -132,11 +149,18 @@ void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __rest
 }
 #undef EDGEVIT_ROWS
 
-const TileFn kTiles[kMRMax + 1] = {nullptr,  tile<1>, tile<2>, tile<3>, tile<4>,
-                                   tile<5>, tile<6>, tile<7>, tile<8>};
+// Tiles<EP>::all[mr]: the tile of mr rows with epilogue EP.
+template <int EP>
+struct Tiles {
+  static constexpr TileFn all[kMRMax + 1] = {nullptr,       tile<1, EP>, tile<2, EP>,
+                                             tile<3, EP>, tile<4, EP>, tile<5, EP>,
+                                             tile<6, EP>, tile<7, EP>, tile<8, EP>};
+};
 
-void gemm_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
-               const float* bias, float* C, int64_t ldc) {
+// The gemm of the table with epilogue EP (R, ldr: kAddR's addend); gemm_ep<kAddR> is gemm_add.
+template <int EP>
+void gemm_ep(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
+             const float* bias, const float* R, int64_t ldr, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   const int64_t panels = (N + kNR - 1) / kNR;
   const int64_t blocks = (M + kMRMax - 1) / kMRMax;
@@ -147,10 +171,21 @@ void gemm_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, con
     for (int64_t j = 0; j < kNR; ++j) init[j] = (bias && j < nn) ? bias[n0 + j] : 0.f;
     for (int64_t blk = 0, m0 = 0; blk < blocks; ++blk) {
       const int64_t mr = base + (blk < extra ? 1 : 0);
-      kTiles[mr](K, A + m0 * lda, lda, Bp + p * K * kNR, init, C + m0 * ldc + n0, ldc, nn);
+      Tiles<EP>::all[mr](K, A + m0 * lda, lda, Bp + p * K * kNR, init, C + m0 * ldc + n0, ldc,
+                         nn, R + m0 * ldr + n0, ldr);
       m0 += mr;
     }
   }
+}
+
+void gemm_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
+               const float* bias, float* C, int64_t ldc) {
+  gemm_ep<kStore>(M, N, K, A, lda, Bp, bias, C, 0, C, ldc);
+}
+
+void gemm_gelu_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                    const float* Bp, const float* bias, float* C, int64_t ldc) {
+  gemm_ep<kGelu>(M, N, K, A, lda, Bp, bias, C, 0, C, ldc);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -307,7 +342,8 @@ void scale_rows_neon(int64_t rows, int64_t C, const float* src, const float* sca
 const LglUKernels<float> kTable{"neon",         kNR,
                                 gemm_neon,      softmax_rows_neon,
                                 prop_rstd_neon, scale_rows_neon,
-                                pack_weight_t_neon};
+                                pack_weight_t_neon, gemm_gelu_neon,
+                                gemm_ep<kAddR>};
 
 }  // namespace
 

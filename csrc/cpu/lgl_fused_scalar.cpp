@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "lgl_fused_ukernels.h"
+#include "mlp_fused_ukernels.h"
 
 namespace edgevit {
 namespace cpu {
@@ -60,6 +61,22 @@ void gemm_scalar(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const
                                    C + m0 * ldc + n0, ldc);
     }
   }
+}
+
+// The reference epilogues: gemm, then the mlp_fused element-wise step on each row of C (the
+// SIMD variants apply it to the register tile before storing; the same bits either way).
+template <typename T>
+void gemm_gelu_scalar(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* Bp,
+                      const T* bias, T* C, int64_t ldc) {
+  gemm_scalar<T>(M, N, K, A, lda, Bp, bias, C, ldc);
+  for (int64_t m = 0; m < M; ++m) scalar_mlp_ukernels<T>().gelu(N, C + m * ldc);
+}
+
+template <typename T>
+void gemm_add_scalar(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* Bp,
+                     const T* bias, const T* R, int64_t ldr, T* C, int64_t ldc) {
+  gemm_scalar<T>(M, N, K, A, lda, Bp, bias, C, ldc);
+  for (int64_t m = 0; m < M; ++m) scalar_mlp_ukernels<T>().add(N, R + m * ldr, C + m * ldc);
 }
 
 // exp for softmax. float: the SIMD kernels' algorithm (Cephes: x = n ln2 + r, degree-5
@@ -183,7 +200,8 @@ const LglUKernels<T>& scalar_ukernels() {
   static const LglUKernels<T> table{"scalar",         kNR,
                                     gemm_scalar<T>,   softmax_rows_scalar<T>,
                                     prop_rstd_scalar<T>, scale_rows_scalar<T>,
-                                    pack_weight_t_scalar<T>};
+                                    pack_weight_t_scalar<T>, gemm_gelu_scalar<T>,
+                                    gemm_add_scalar<T>};
   return table;
 }
 

@@ -52,6 +52,18 @@ struct LglUKernels {
   // Linear weight as B, so ISAs do it in registers. Null: pack_b is used.
   void (*pack_weight_t)(const T* w, int64_t N, int64_t K, int64_t ldw, int64_t p0, int64_t p1,
                         T* dst);
+
+  // gemm with an epilogue on the register tile, so the result is not stored and reloaded by a
+  // separate element-wise pass (mlp_fused's fc1 and fc2). Same tiling, summation order and
+  // stores as gemm; the epilogue acts on each element of C once its sum is complete.
+  // gemm_gelu: C[m, n] = GELU(bias[n] + sum_k ...), GELU exactly as MlpUKernels<T>::gelu of the
+  //   same ISA computes it (the same bits as gemm followed by gelu).
+  // gemm_add: C[m, n] = (bias[n] + sum_k ...) + R[m*ldr + n] (the same bits as gemm followed by
+  //   MlpUKernels<T>::add); R is read only at rows < M, columns < N, and may not alias C.
+  void (*gemm_gelu)(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* Bp,
+                    const T* bias, T* C, int64_t ldc);
+  void (*gemm_add)(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* Bp,
+                   const T* bias, const T* R, int64_t ldr, T* C, int64_t ldc);
 };
 
 // Packs B(k, n) = src[k*sk + n*sn] (k < K, n < N) into the panel layout above.

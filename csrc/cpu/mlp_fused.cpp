@@ -70,10 +70,15 @@ void mlp_forward(const MlpArgs<T>& a, const LglUKernels<T>& gemm_uk, const MlpUK
         uk.layernorm_rows(rows, C, x, C, a.eps, nullptr, nullptr, xn.data(), C);
         A = xn.data();
       }
-      gemm_uk.gemm(rows, hidden, C, A, C, weights + L.w1, weights + L.b1, h.data(), hidden);
-      uk.gelu(rows * hidden, h.data());
-      gemm_uk.gemm(rows, C, hidden, h.data(), hidden, weights + L.w2, weights + L.b2, out, C);
-      if (a.residual) uk.add(rows * C, x, out);
+      // GELU and the residual are the gemms' epilogues, on the register tiles: neither the
+      // hidden tile nor the output is stored and read again by an element-wise pass.
+      gemm_uk.gemm_gelu(rows, hidden, C, A, C, weights + L.w1, weights + L.b1, h.data(), hidden);
+      if (a.residual) {
+        gemm_uk.gemm_add(rows, C, hidden, h.data(), hidden, weights + L.w2, weights + L.b2, x, C,
+                         out, C);
+      } else {
+        gemm_uk.gemm(rows, C, hidden, h.data(), hidden, weights + L.w2, weights + L.b2, out, C);
+      }
     }
   });
 }

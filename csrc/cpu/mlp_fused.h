@@ -7,8 +7,9 @@
 //     folded in, fc1(g * xhat + b) = (W1 diag g) xhat + (W1 b + b1), packed as W1'^T panels;
 //     fc2's weight packed as W2^T panels; both biases (zeros where absent).
 //   forward (mlp_forward): per block of rows (block_rows), one task: standardise the rows (if
-//     LayerNorm) into a tile, h = tile x W1'^T + b1' (gemm), GELU on h in place, out rows =
-//     h x W2^T + b2 (gemm, straight into the output), then out += x (if residual).
+//     LayerNorm) into a tile, h = GELU(tile x W1'^T + b1') (gemm_gelu: GELU on the register
+//     tile), out rows = h x W2^T + b2 [+ x] (gemm_add when residual, else gemm; straight into
+//     the output). The epilogues give the same bits as separate gelu / add passes.
 // The hidden activations of a block ([block_rows, hidden]) live in a per-thread tile: nothing of
 // size M x hidden is ever stored. Every task streams both weights, so blocks are as large as the
 // threads allow (fewer passes over W1 and W2, which for C = 240..384 do not fit in L2). Rows are

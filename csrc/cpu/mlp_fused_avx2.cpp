@@ -22,36 +22,6 @@ namespace cpu {
 #if defined(EDGEVIT_HAVE_AVX2)
 namespace {
 
-// x / 2 * (1 + erf(x / sqrt 2)).
-// erf(x) = x P(x^2) / Q(x^2) on x clamped to [-4, 4] (the rational approximation of Eigen's
-// fast erf: degree 6 / 4 in x^2, |error| <= 4.5e-7 in float, measured against std::erf over
-// [-6, 6]): 12 FMAs and a reciprocal, about half the work of 1 - t P(t) exp(-x^2). Clamping
-// also makes infinite x give erf = +-1, and NaN stays NaN through x itself.
-static inline __m256 gelu256(__m256 x) {
-  const __m256 xs = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
-  // min / max return their second operand when one is NaN: NaN stays NaN.
-  const __m256 z = _mm256_max_ps(_mm256_set1_ps(-4.0f), _mm256_min_ps(_mm256_set1_ps(4.0f), xs));
-  const __m256 z2 = _mm256_mul_ps(z, z);
-  __m256 p = _mm256_set1_ps(-2.72614225801306e-10f);
-  p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(2.77068142495902e-08f));
-  p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-2.10102402082508e-06f));
-  p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-5.69250639462346e-05f));
-  p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-7.34990630326855e-04f));
-  p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-2.95459980854025e-03f));
-  p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-1.60960333262415e-02f));
-  __m256 q = _mm256_set1_ps(-1.45660718464996e-05f);
-  q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-2.13374055278905e-04f));
-  q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-1.68282697438203e-03f));
-  q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-7.37332916720468e-03f));
-  q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-1.42647390514189e-02f));
-  // 1 / q: rcpps (12 bits) and one Newton step (~23 bits; q is in [-0.04, -0.014]).
-  __m256 rq = _mm256_rcp_ps(q);
-  rq = _mm256_mul_ps(rq, _mm256_fnmadd_ps(q, rq, _mm256_set1_ps(2.0f)));
-  const __m256 erf = _mm256_mul_ps(_mm256_mul_ps(z, p), rq);
-  return _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(0.5f)),
-                       _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
-}
-
 void gelu_avx2(int64_t n, float* h) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(h + i, gelu256(_mm256_loadu_ps(h + i)));

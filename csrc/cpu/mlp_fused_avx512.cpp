@@ -4,8 +4,8 @@
 //
 // Invariants: every kernel touches only elements < n (< C of a row); the tails go through
 // masked loads and stores, which do not fault on masked-off lanes.
-// Numerics: GELU's erf is a rational approximation (|error| <= 4.5e-7; see gelu below). Row
-// statistics are summed in 16 lanes, then reduced.
+// Numerics: GELU's erf is a rational approximation (|error| <= 4.5e-7; gelu512 in vmath_avx512.h,
+// shared with the gemm_gelu epilogue of lgl_fused_avx512.cpp). Row statistics are summed in 16 lanes, then reduced.
 //
 // Only intrinsics and plain C in this file (ODR hazard of per-ISA files, see lgl_fused_avx512.cpp).
 #include "mlp_fused_ukernels.h"
@@ -21,36 +21,6 @@ namespace cpu {
 
 #if defined(EDGEVIT_HAVE_AVX512)
 namespace {
-
-// x / 2 * (1 + erf(x / sqrt 2)).
-// erf(x) = x P(x^2) / Q(x^2) on x clamped to [-4, 4] (the rational approximation of Eigen's
-// fast erf: degree 6 / 4 in x^2, |error| <= 4.5e-7 in float, measured against std::erf over
-// [-6, 6]): 12 FMAs and a reciprocal, about half the work of 1 - t P(t) exp(-x^2). Clamping
-// also makes infinite x give erf = +-1, and NaN stays NaN through x itself.
-static inline __m512 gelu512(__m512 x) {
-  const __m512 xs = _mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f));
-  // min / max return their second operand when one is NaN: NaN stays NaN.
-  const __m512 z = _mm512_max_ps(_mm512_set1_ps(-4.0f), _mm512_min_ps(_mm512_set1_ps(4.0f), xs));
-  const __m512 z2 = _mm512_mul_ps(z, z);
-  __m512 p = _mm512_set1_ps(-2.72614225801306e-10f);
-  p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(2.77068142495902e-08f));
-  p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(-2.10102402082508e-06f));
-  p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(-5.69250639462346e-05f));
-  p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(-7.34990630326855e-04f));
-  p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(-2.95459980854025e-03f));
-  p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(-1.60960333262415e-02f));
-  __m512 q = _mm512_set1_ps(-1.45660718464996e-05f);
-  q = _mm512_fmadd_ps(q, z2, _mm512_set1_ps(-2.13374055278905e-04f));
-  q = _mm512_fmadd_ps(q, z2, _mm512_set1_ps(-1.68282697438203e-03f));
-  q = _mm512_fmadd_ps(q, z2, _mm512_set1_ps(-7.37332916720468e-03f));
-  q = _mm512_fmadd_ps(q, z2, _mm512_set1_ps(-1.42647390514189e-02f));
-  // 1 / q: rcp14 and one Newton step (~1e-7 relative; q is in [-0.04, -0.014]).
-  __m512 rq = _mm512_rcp14_ps(q);
-  rq = _mm512_mul_ps(rq, _mm512_fnmadd_ps(q, rq, _mm512_set1_ps(2.0f)));
-  const __m512 erf = _mm512_mul_ps(_mm512_mul_ps(z, p), rq);
-  return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5f)),
-                       _mm512_add_ps(_mm512_set1_ps(1.0f), erf));
-}
 
 void gelu_avx512(int64_t n, float* h) {
   int64_t i = 0;
@@ -89,8 +59,10 @@ void layernorm_rows_avx512(int64_t M, int64_t C, const float* x, int64_t ldx, fl
       q = _mm512_fmadd_ps(d, d, q);
     }
     const __m512 var = _mm512_mul_ps(_mm512_set1_ps(_mm512_reduce_add_ps(q)), inv_c);
-    const __m512 rstd = _mm512_div_ps(_mm512_set1_ps(1.0f),
-                                      _mm512_sqrt_ps(_mm512_add_ps(var, _mm512_set1_ps(eps))));
+    // 1 / sqrt(var + eps) on one lane, then broadcast: the zmm square root and division are
+    // several times slower (and the row's bottleneck at C <= 48); IEEE results, the same bits.
+    const __m128 var1 = _mm_add_ss(_mm512_castps512_ps128(var), _mm_set_ss(eps));
+    const __m512 rstd = _mm512_broadcastss_ps(_mm_div_ss(_mm_set_ss(1.0f), _mm_sqrt_ss(var1)));
     if (w) {
       for (int64_t c = 0; c < cfull; c += 16) {
         const __m512 v = _mm512_mul_ps(_mm512_sub_ps(u(c), mean), rstd);

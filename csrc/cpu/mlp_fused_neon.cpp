@@ -4,7 +4,7 @@
 //
 // Invariants: every kernel touches only elements < n (< C of a row); a tail of n % 4 elements
 // goes through a register-sized temporary (load_partial / store_partial, vmath_neon.h).
-// Numerics: GELU's erf is a rational approximation (|error| <= 4.5e-7; see gelu below). Row
+// Numerics: GELU's erf is a rational approximation (|error| <= 4.5e-7; gelu_neon4 in vmath_neon.h). Row
 // statistics are summed in 4 lanes, then reduced.
 //
 // Only intrinsics and plain C in this file (ODR hazard of per-ISA files, see lgl_fused_avx512.cpp).
@@ -21,32 +21,6 @@ namespace cpu {
 
 #if defined(EDGEVIT_HAVE_NEON)
 namespace {
-
-// x / 2 * (1 + erf(x / sqrt 2)).
-// erf(x) = x P(x^2) / Q(x^2) on x clamped to [-4, 4] (the rational approximation of Eigen's
-// fast erf: degree 6 / 4 in x^2, |error| <= 4.5e-7 in float, measured against std::erf over
-// [-6, 6]): 12 FMAs and a reciprocal, about half the work of 1 - t P(t) exp(-x^2). Clamping
-// also makes infinite x give erf = +-1, and NaN stays NaN through x itself.
-static inline float32x4_t gelu_neon4(float32x4_t x) {
-  const float32x4_t xs = vmulq_f32(x, vdupq_n_f32(0.70710678118654752f));
-  // vminq / vmaxq propagate NaN.
-  const float32x4_t z = vmaxq_f32(vdupq_n_f32(-4.0f), vminq_f32(vdupq_n_f32(4.0f), xs));
-  const float32x4_t z2 = vmulq_f32(z, z);
-  float32x4_t p = vdupq_n_f32(-2.72614225801306e-10f);
-  p = vfmaq_f32(vdupq_n_f32(2.77068142495902e-08f), p, z2);
-  p = vfmaq_f32(vdupq_n_f32(-2.10102402082508e-06f), p, z2);
-  p = vfmaq_f32(vdupq_n_f32(-5.69250639462346e-05f), p, z2);
-  p = vfmaq_f32(vdupq_n_f32(-7.34990630326855e-04f), p, z2);
-  p = vfmaq_f32(vdupq_n_f32(-2.95459980854025e-03f), p, z2);
-  p = vfmaq_f32(vdupq_n_f32(-1.60960333262415e-02f), p, z2);
-  float32x4_t q = vdupq_n_f32(-1.45660718464996e-05f);
-  q = vfmaq_f32(vdupq_n_f32(-2.13374055278905e-04f), q, z2);
-  q = vfmaq_f32(vdupq_n_f32(-1.68282697438203e-03f), q, z2);
-  q = vfmaq_f32(vdupq_n_f32(-7.37332916720468e-03f), q, z2);
-  q = vfmaq_f32(vdupq_n_f32(-1.42647390514189e-02f), q, z2);
-  const float32x4_t erf = vdivq_f32(vmulq_f32(z, p), q);
-  return vmulq_f32(vmulq_f32(x, vdupq_n_f32(0.5f)), vaddq_f32(vdupq_n_f32(1.0f), erf));
-}
 
 void gelu_neon(int64_t n, float* h) {
   int64_t i = 0;

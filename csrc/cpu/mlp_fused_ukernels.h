@@ -1,8 +1,10 @@
 // Micro-kernels of edgevit::mlp_fused (the transformer MLP: optional LayerNorm, fc1, GELU, fc2,
 // optional residual; driver in mlp_fused.cpp). Torch-free: plain pointers, sizes and strides.
 //
-// The two products run on the lgl_fused gemm (LglUKernels<T>::gemm, packed-B layout of
-// lgl_fused_ukernels.h) of the same ISA; this table holds the element-wise steps around them.
+// The two products run on the lgl_fused gemm table (LglUKernels<T>, packed-B layout of
+// lgl_fused_ukernels.h) of the same ISA: gemm_gelu and gemm_add apply gelu and add below in the
+// gemm's epilogue (the same bits). This table holds the element-wise steps around them; gelu and
+// add stay as the reference of those epilogues and for callers without a gemm (linear_fused).
 // The scalar variant (mlp_fused_scalar.cpp) is always compiled, is the readable reference and is
 // also instantiated for double; the ISA files get their flags per file, like the lgl ones.
 #pragma once

@@ -41,6 +41,10 @@
 //     layernorm_rows  M 1..4 x C 1..70, 96, 144, 240, 384, ldx / ldo > C, with and without the
 //                   affine, ordinary rows and rows of mean 1e4: |o - o_ref| <= 1e-5 (1 + |o_ref|).
 //     add           n = 1..80: bit-exact.
+//     gemm_gelu, gemm_add (gemm table entries, the MLP's epilogues)  M {1..13, 31, 64} x N
+//                   {1..40, 48, 144, 196} x K {1, 5, 36, 144}, lda > K, ldc > N, ldr > N:
+//                   bit-exact vs the same table's gemm followed by gelu / add; nothing written
+//                   outside C's rows, R read only inside (guard page after its last element).
 //     mlp_prepare_weights + mlp_forward  the whole driver with each table vs scalar (M up to
 //                   100, C and hidden with tails, LayerNorm and residual on/off, serial or
 //                   one-task-at-a-time): |o - o_ref| <= 1e-4 (1 + |o_ref|).
@@ -1029,15 +1033,84 @@ void test_dwconv_forward(const std::vector<const UK*>& isas, std::vector<Tally>&
 
 const MUK* mlp_table(const UK* uk) { return edgevit::cpu::mlp_ukernels_named(uk->name); }
 
+// gemm_gelu and gemm_add of each table: bit-exact vs the same table's gemm followed by the
+// mlp table's gelu / add (their contract), C written only inside its rows' first N columns
+// (canary elsewhere), R read only inside (a guard page right after its last element).
+void test_gemm_epilogues(bool quick, const std::vector<const UK*>& isas,
+                         std::vector<Tally>& tallies) {
+  std::vector<int64_t> Ms, Ns;
+  for (int64_t m = 1; m <= 13; ++m) Ms.push_back(m);
+  for (int64_t m : {31, 64}) Ms.push_back(m);
+  for (int64_t n = 1; n <= 40; ++n) Ns.push_back(n);
+  for (int64_t n : {48, 144, 196}) Ns.push_back(n);
+  int64_t idx = 0;
+  constexpr int64_t kPrefix = 16;
+  for (int64_t K : {1, 5, 36, 144})
+    for (int64_t M : Ms)
+      for (int64_t N : Ns) {
+        if (quick && K > 5 && (++idx % 3 != 0)) continue;
+        ++idx;
+        const int64_t lda = K + idx % 3, ldc = N + (idx % 4 == 1 ? 3 : 0), ldr = N + idx % 2;
+        std::vector<float> A(M * lda), Bsrc(K * N), bias(N);
+        for (float& v : A) v = uniform(-1.f, 1.f);
+        for (float& v : Bsrc) v = uniform(-1.f, 1.f);
+        for (float& v : bias) v = uniform(-1.f, 1.f);
+        Guarded R((M - 1) * ldr + N);
+        for (int64_t i = 0; i < R.size(); ++i) R[i] = normal();
+        for (size_t t = 0; t < isas.size(); ++t) {
+          const UK& uk = *isas[t];
+          const MUK& muk = *mlp_table(&uk);
+          Tally& tally = tallies[t];
+          std::vector<float> Bp(edgevit::cpu::packed_b_size(K, N, uk.nr));
+          edgevit::cpu::pack_b(Bsrc.data(), K, N, N, 1, uk.nr, Bp.data());
+          for (int ep = 0; ep < 2; ++ep) {
+            ++tally.cases;
+            // Expected: gemm, then the element-wise step on each row.
+            std::vector<float> want(M * ldc, 0.f);
+            uk.gemm(M, N, K, A.data(), lda, Bp.data(), bias.data(), want.data(), ldc);
+            for (int64_t m = 0; m < M; ++m) {
+              if (ep == 0) muk.gelu(N, want.data() + m * ldc);
+              if (ep == 1) muk.add(N, R.data() + m * ldr, want.data() + m * ldc);
+            }
+            Guarded Cbuf(kPrefix + (M - 1) * ldc + N);
+            Cbuf.fill(canary());
+            float* C = Cbuf.data() + kPrefix;
+            const char* what = ep == 0 ? "gemm_gelu" : "gemm_add";
+            CURRENT("%s %s M=%ld N=%ld K=%ld lda=%ld ldc=%ld ldr=%ld", uk.name, what, long(M),
+                    long(N), long(K), long(lda), long(ldc), long(ldr));
+            if (ep == 0) uk.gemm_gelu(M, N, K, A.data(), lda, Bp.data(), bias.data(), C, ldc);
+            if (ep == 1)
+              uk.gemm_add(M, N, K, A.data(), lda, Bp.data(), bias.data(), R.data(), ldr, C, ldc);
+            for (int64_t i = 0; i < Cbuf.size(); ++i) {
+              const int64_t off = i - kPrefix;
+              const bool inside = off >= 0 && off % ldc < N;
+              const bool ok = inside ? std::memcmp(&Cbuf[i], &want[off], 4) == 0
+                                     : is_canary(Cbuf[i]);
+              if (!ok) {
+                fail(tally, "%s M=%ld N=%ld K=%ld lda=%ld ldc=%ld ldr=%ld: %s at offset %ld",
+                     what, long(M), long(N), long(K), long(lda), long(ldc), long(ldr),
+                     inside ? "differs from gemm + the element-wise step" : "wrote outside C",
+                     long(off));
+                break;
+              }
+            }
+          }
+        }
+      }
+}
+
 void test_mlp_ukernels(const std::vector<const UK*>& isas, std::vector<Tally>& tallies) {
   const MUK& ref = edgevit::cpu::scalar_mlp_ukernels<float>();
-  const float specials[] = {0.f, -0.f, 1e-30f, -1e-30f, INFINITY, NAN, 3.9f, -3.9f, 12.f, -12.f};
+  const float specials[] = {0.f,  -0.f, 1e-30f, -1e-30f, INFINITY, -INFINITY,
+                           NAN, 3.9f, -3.9f,  12.f,    -12.f};
+  constexpr int64_t kSpecials = int64_t(sizeof specials / sizeof specials[0]);
   std::vector<int64_t> ns;
   for (int64_t n = 1; n <= 80; ++n) ns.push_back(n);
   ns.push_back(1000);
   for (int64_t n : ns) {
     Guarded in(n);
-    for (int64_t i = 0; i < n; ++i) in[i] = i < 10 && n >= 10 ? specials[i] : uniform(-12.f, 12.f);
+    for (int64_t i = 0; i < n; ++i)
+      in[i] = i < kSpecials && n >= kSpecials ? specials[i] : uniform(-12.f, 12.f);
     std::vector<float> want(in.data(), in.data() + n);
     ref.gelu(n, want.data());
     for (size_t t = 0; t < isas.size(); ++t) {
@@ -1547,6 +1620,7 @@ int main(int argc, char** argv) {
   test_scale_rows(isas, tallies);
   test_fused(isas, tallies);
   test_mlp_ukernels(isas, tallies);
+  test_gemm_epilogues(quick, isas, tallies);
   test_mlp_driver(isas, tallies);
   test_patch_embed_driver(isas, tallies);
   test_linear_driver(isas, tallies);
