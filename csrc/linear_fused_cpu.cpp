@@ -81,7 +81,7 @@ at::Tensor forward(const Tables<T>& tb, const at::Tensor& x, int64_t K, int64_t 
   a.x = xc.const_data_ptr<T>();
   a.residual = ptr_or_null<T>(res);
   a.out = out.data_ptr<T>();
-  cpu::linear_forward<T>(a, tb.gemm, tb.mlp, prepared.const_data_ptr<T>() + kHeader,
+  cpu::linear_forward<T>(a, tb.gemm, prepared.const_data_ptr<T>() + kHeader,
                          at_parallel_for());
   return out;
 }

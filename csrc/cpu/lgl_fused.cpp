@@ -339,11 +339,14 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
         const int64_t n0 = ocols.begin(cb) * nr;
         const int64_t cols = std::min(ocols.len(cb, proj_panels) * nr, C - n0);
         T* out = a.out + (b * N + t0) * C + n0;
-        uk.gemm(rows, cols, C, y + (b * n + t0) * C, C, out_wp + ocols.begin(cb) * C * nr,
-                out_b + n0, out, C);
-        if (a.residual)
-          for (int64_t t = 0; t < rows; ++t)
-            row_uk->add(cols, a.x + b * a.x_sb + (t0 + t) * a.x_sn + n0, out + t * C);
+        const T* A = y + (b * n + t0) * C;
+        const T* Bp = out_wp + ocols.begin(cb) * C * nr;
+        if (a.residual) {  // added in the gemm's epilogue
+          uk.gemm_add(rows, cols, C, A, C, Bp, out_b + n0, a.x + b * a.x_sb + t0 * a.x_sn + n0,
+                      a.x_sn, out, C);
+        } else {
+          uk.gemm(rows, cols, C, A, C, Bp, out_b + n0, out, C);
+        }
       }
     });
   }

@@ -23,8 +23,8 @@ void linear_prepare_weights(const LinearArgs<T>& a, const LglUKernels<T>& gemm_u
 }
 
 template <typename T>
-void linear_forward(const LinearArgs<T>& a, const LglUKernels<T>& gemm_uk,
-                    const MlpUKernels<T>& uk, const T* weights, const ParallelFor& parallel_for) {
+void linear_forward(const LinearArgs<T>& a, const LglUKernels<T>& gemm_uk, const T* weights,
+                    const ParallelFor& parallel_for) {
   if (a.M == 0) return;
   const T* bias = weights + packed_b_size(a.K, a.N, gemm_uk.nr);
   const Blocks blocks(a.M, kRows);
@@ -32,8 +32,12 @@ void linear_forward(const LinearArgs<T>& a, const LglUKernels<T>& gemm_uk,
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t r0 = blocks.begin(blk), rows = blocks.len(blk, a.M);
       T* out = a.out + r0 * a.N;
-      gemm_uk.gemm(rows, a.N, a.K, a.x + r0 * a.K, a.K, weights, bias, out, a.N);
-      if (a.residual) uk.add(rows * a.N, a.residual + r0 * a.N, out);
+      if (a.residual) {  // the residual added in the gemm's epilogue
+        gemm_uk.gemm_add(rows, a.N, a.K, a.x + r0 * a.K, a.K, weights, bias,
+                         a.residual + r0 * a.N, a.N, out, a.N);
+      } else {
+        gemm_uk.gemm(rows, a.N, a.K, a.x + r0 * a.K, a.K, weights, bias, out, a.N);
+      }
     }
   });
 }
@@ -43,10 +47,9 @@ template void linear_prepare_weights<float>(const LinearArgs<float>&, const LglU
 template void linear_prepare_weights<double>(const LinearArgs<double>&,
                                              const LglUKernels<double>&, double*);
 template void linear_forward<float>(const LinearArgs<float>&, const LglUKernels<float>&,
-                                    const MlpUKernels<float>&, const float*, const ParallelFor&);
+                                    const float*, const ParallelFor&);
 template void linear_forward<double>(const LinearArgs<double>&, const LglUKernels<double>&,
-                                     const MlpUKernels<double>&, const double*,
-                                     const ParallelFor&);
+                                     const double*, const ParallelFor&);
 
 }  // namespace cpu
 }  // namespace edgevit

@@ -5,7 +5,7 @@
 //
 //   prepare (linear_prepare_weights, cached by the caller): W^T packed for the gemm, the bias.
 //   forward (linear_forward): per block of <= 64 rows, one task: one gemm straight into the
-//     output rows (bias included), then the residual rows added (the row-op table's add).
+//     output rows, bias and residual added in its epilogue (gemm / gemm_add).
 // Every output element is written by one task in a fixed order: bitwise identical for any
 // thread count. No intermediate beyond the output.
 #pragma once
@@ -35,8 +35,8 @@ template <typename T>
 void linear_prepare_weights(const LinearArgs<T>& a, const LglUKernels<T>& gemm_uk, T* weights);
 
 template <typename T>
-void linear_forward(const LinearArgs<T>& a, const LglUKernels<T>& gemm_uk,
-                    const MlpUKernels<T>& uk, const T* weights, const ParallelFor& parallel_for);
+void linear_forward(const LinearArgs<T>& a, const LglUKernels<T>& gemm_uk, const T* weights,
+                    const ParallelFor& parallel_for);
 
 }  // namespace cpu
 }  // namespace edgevit

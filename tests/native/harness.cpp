@@ -1280,8 +1280,7 @@ void test_linear_driver(const std::vector<const UK*>& isas, std::vector<Tally>& 
         out.assign(M * N, 0.f);
         a.out = out.data();
         edgevit::cpu::linear_prepare_weights<float>(a, uk, weights.data());
-        edgevit::cpu::linear_forward<float>(a, uk, *mlp_table(&uk), weights.data(),
-                                            one_by_one_for);
+        edgevit::cpu::linear_forward<float>(a, uk, weights.data(), one_by_one_for);
       };
       std::vector<float> want, got;
       run(edgevit::cpu::scalar_ukernels<float>(), want);
