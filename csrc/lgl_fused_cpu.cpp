@@ -105,7 +105,7 @@ void prepare_into(const cpu::LglUKernels<T>& uk, int64_t C, int64_t r,
                   const OptTensor& norm_weight, const OptTensor& norm_bias,
                   const at::Tensor& proj_weight, const OptTensor& proj_bias, bool pre_norm,
                   const OptTensor& pre_norm_weight, const OptTensor& pre_norm_bias,
-                  at::Tensor& buffer) {
+                  bool one_call, at::Tensor& buffer) {
   const at::Tensor qkv_w = qkv_weight.contiguous(), proj_w = proj_weight.contiguous();
   const at::Tensor qkv_b = contig(qkv_bias), proj_b = contig(proj_bias), prop_b = contig(prop_bias);
   const at::Tensor norm_w = contig(norm_weight), norm_b = contig(norm_bias);
@@ -125,6 +125,7 @@ void prepare_into(const cpu::LglUKernels<T>& uk, int64_t C, int64_t r,
   a.pre_norm = pre_norm;
   a.pre_w = ptr_or_null<T>(pre_w);
   a.pre_b = ptr_or_null<T>(pre_b);
+  a.one_call = one_call;
   T* p = buffer.data_ptr<T>();
   const T header[kHeader] = {T(kMagic), T(isa_index(uk.name)), T(uk.nr), T(C), T(r),
                              T(pre_norm ? 1 : 0), 0, 0};
@@ -138,7 +139,7 @@ template <typename T>
 void forward(const Tables<T>& tb, const at::Tensor& x, int64_t H, int64_t W,
              int64_t num_heads, int64_t r, double scale, double norm_eps,
              const at::Tensor& prepared, bool pre_norm, double pre_norm_eps, bool residual,
-             at::Tensor& out) {
+             bool one_call, at::Tensor& out) {
   const cpu::LglUKernels<T>& uk = tb.gemm;
   const int64_t B = x.size(0), C = x.size(2);
   cpu::LglArgs<T> a{};
@@ -151,14 +152,17 @@ void forward(const Tables<T>& tb, const at::Tensor& x, int64_t H, int64_t W,
   a.pre_norm = pre_norm;
   a.pre_eps = static_cast<T>(pre_norm_eps);
   a.residual = residual;
+  a.one_call = one_call;
   at::Tensor workspace =
       at::empty({cpu::lgl_workspace_size(B, H, W, C, num_heads, r, uk.nr)}, x.options());
   cpu::lgl_fused_forward<T>(a, uk, prepared.const_data_ptr<T>() + kHeader,
                             workspace.data_ptr<T>(), at_parallel_for(), &tb.mlp);
 }
 
-at::Tensor new_prepared(const at::Tensor& like, int64_t C, int64_t r, int64_t nr) {
-  return at::empty({kHeader + cpu::lgl_weights_size(C, r, nr)},
+// one_call: weights for lgl_fused's single call (cpu::LglArgs::one_call).
+at::Tensor new_prepared(const at::Tensor& like, int64_t C, int64_t r, int64_t nr,
+                        bool one_call) {
+  return at::empty({kHeader + cpu::lgl_weights_size(C, r, nr, one_call)},
                    like.options().memory_format(at::MemoryFormat::Contiguous));
 }
 
@@ -176,12 +180,12 @@ at::Tensor lgl_fused_cpu(const at::Tensor& x, int64_t H, int64_t W, int64_t num_
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lgl_fused", [&] {
     const Tables<scalar_t> tb = tables<scalar_t>();
-    at::Tensor prepared = new_prepared(x, C, sr_ratio, tb.gemm.nr);
+    at::Tensor prepared = new_prepared(x, C, sr_ratio, tb.gemm.nr, true);
     prepare_into<scalar_t>(tb.gemm, C, sr_ratio, qkv_weight, qkv_bias, prop_weight, prop_bias,
-                           norm_weight, norm_bias, proj_weight, proj_bias, false, {}, {},
+                           norm_weight, norm_bias, proj_weight, proj_bias, false, {}, {}, true,
                            prepared);
     forward<scalar_t>(tb, x, H, W, num_heads, sr_ratio, scale, norm_eps, prepared, false, 0.0,
-                      false, out);
+                      false, true, out);
   });
   return out;
 }
@@ -210,10 +214,10 @@ at::Tensor lgl_prepare_cpu(const at::Tensor& qkv_weight, const OptTensor& qkv_bi
   at::Tensor prepared;
   AT_DISPATCH_FLOATING_TYPES(qkv_weight.scalar_type(), "lgl_prepare", [&] {
     const auto& uk = ukernels<scalar_t>();
-    prepared = new_prepared(qkv_weight, C, sr_ratio, uk.nr);
+    prepared = new_prepared(qkv_weight, C, sr_ratio, uk.nr, false);
     prepare_into<scalar_t>(uk, C, sr_ratio, qkv_weight, qkv_bias, prop_weight, prop_bias,
                            norm_weight, norm_bias, proj_weight, proj_bias, pre_norm,
-                           pre_norm_weight, pre_norm_bias, prepared);
+                           pre_norm_weight, pre_norm_bias, false, prepared);
   });
   return prepared;
 }
@@ -251,7 +255,7 @@ at::Tensor lgl_fused_prepared_cpu(const at::Tensor& x, int64_t H, int64_t W, int
     const at::Tensor xr = residual && x.stride(2) != 1 ? x.contiguous() : x;
     if (out.numel() > 0)
       forward<scalar_t>(tb, xr, H, W, num_heads, sr_ratio, scale, norm_eps, prepared, h[5] != 0,
-                        pre_norm_eps, residual, out);
+                        pre_norm_eps, residual, false, out);
   });
   return out;
 }

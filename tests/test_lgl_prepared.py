@@ -1,9 +1,11 @@
 """edgevit::lgl_prepare + edgevit::lgl_fused_prepared: lgl_fused in two steps (weights prepared
 once, then the op on any x).
 
-lgl_fused runs exactly the same preparation and kernels on every call, so the prepared path must
-match it bitwise, in every ISA and dtype; against the reference it inherits lgl_fused's
-tolerances (tests/test_lgl_fused.py).
+lgl_fused runs the same kernels, on weights it prepares for its one call: with r = 1, or where
+the ISA's panel width does not divide C, exactly lgl_prepare's buffer, so the prepared path must
+match it bitwise; elsewhere (the A-tile form of the fold, the same sums rounded in another order)
+to float rounding (SAME below). Against the reference both have lgl_fused's tolerances
+(tests/test_lgl_fused.py).
 """
 import pytest
 import torch
@@ -33,11 +35,19 @@ def run_prepared(args):
     return lgl_fused_prepared(x, H, W, heads, r, scale, eps, lgl_prepare(*weights))
 
 
+SAME = {torch.float32: dict(atol=2e-6, rtol=2e-6), torch.float64: dict(atol=1e-13, rtol=1e-13)}
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("shape", EDGEVIT_SHAPES + AWKWARD_SHAPES, ids=shape_id)
-def test_prepared_equals_lgl_fused_bitwise(shape, dtype, isa):
+def test_prepared_matches_lgl_fused(shape, dtype, isa):
     args = make_args(*shape, dtype=dtype)
-    assert torch.equal(run_prepared(args), lgl_fused(*args))
+    out, want = run_prepared(args), lgl_fused(*args)
+    C, r = shape[3], shape[5]
+    if r == 1 or C % 8:  # no panel width (8 or 16) divides C: the same buffer, the same bits
+        assert torch.equal(out, want)
+    else:
+        torch.testing.assert_close(out, want, **SAME[dtype])
 
 
 @pytest.mark.parametrize("shape", [(2, 14, 14, 72, 2, 2), (1, 7, 9, 40, 5, 1)], ids=shape_id)
@@ -55,7 +65,7 @@ def test_one_preparation_serves_any_x():
         args2 = list(args)
         args2[0] = torch.randn(B, 28 * 28, 72, generator=torch.Generator().manual_seed(seed))
         out = lgl_fused_prepared(args2[0], H, W, heads, r, scale, eps, prepared)
-        assert torch.equal(out, lgl_fused(*args2))
+        torch.testing.assert_close(out, lgl_fused(*args2), **SAME[torch.float32])
     assert torch.equal(prepared, before)  # read only
 
 
@@ -74,7 +84,7 @@ def test_fake_kernels_and_compile():
         assert fo.shape == x.shape
     f = torch.compile(lambda x, p: lgl_fused_prepared(x, H, W, heads, r, scale, eps, p),
                       fullgraph=True, backend="aot_eager")
-    assert torch.equal(f(x, prepared), lgl_fused(*args))
+    assert torch.equal(f(x, prepared), lgl_fused_prepared(x, H, W, heads, r, scale, eps, prepared))
 
 
 @pytest.mark.parametrize("shape", [(1, 4, 4, 8, 2, 1), (2, 5, 7, 12, 3, 2)], ids=shape_id)

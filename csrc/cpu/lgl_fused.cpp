@@ -16,7 +16,8 @@ namespace {
 constexpr int64_t kMaxRows = 64;     // rows of one gemm task (A rows / query rows / tokens)
 constexpr int64_t kMaxPanels = 6;    // packed-B panels of one column block (the AVX-512 gemm
                                      // tiles 3 panels at a time)
-constexpr int64_t kOutRows = 32;     // sampled tokens of one folded-output task (r > 1)
+constexpr int64_t kOutRows = 32;     // sampled tokens of one folded-output task (r > 1), and
+                                     // the row blocks of maps of <= kMaxRows tokens
 
 // Where each buffer lives in the workspace (offsets in elements).
 struct Layout {
@@ -49,11 +50,14 @@ int64_t offset_group(int64_t C, int64_t R, int64_t nr) {
 }
 
 // The two forms of the fold (lgl_fused.h) for r > 1. When nr divides C, every packed panel of
-// Wf lies in one offset d and is pw[d] (per row c) times a panel of G', so the forward scales
-// the A rows instead (A-tile form: y[m] * pw[d] against G'): the buffer holds G' (C*C) instead
-// of Wf (R*C*C), R times less to build per lgl_fused call and to stream from cache. Otherwise
-// panels of Wf straddle two offsets, and Wf keeps every vector lane busy whatever C.
-bool a_tile_form(int64_t C, int64_t r, int64_t nr) { return r > 1 && C % nr == 0; }
+// Wf lies in one offset d and is pw[d] (per row c) times a panel of G', so the forward can
+// scale the A rows instead (A-tile form: y[m] * pw[d] against G'): the buffer holds G' (C*C)
+// instead of Wf (R*C*C), R times less to build. That pays when the weights serve one call
+// (lgl_fused: XS/S stage 3, 0.53 -> 0.44 ms); prepared once, Wf runs 4-10% faster (no scaling
+// pass; measured interleaved, 2 threads), so lgl_prepare keeps it.
+bool a_tile_form(int64_t C, int64_t r, int64_t nr, bool one_call) {
+  return one_call && r > 1 && C % nr == 0;
+}
 
 // Where each prepared weight lives in the weights buffer (offsets in elements):
 //   qkv_wp  qkv_weight^T packed, [C, 3C]
@@ -67,8 +71,9 @@ bool a_tile_form(int64_t C, int64_t r, int64_t nr) { return r > 1 && C % nr == 0
 //   pw      [R, C] prop_weight, offset-major (A-tile form)
 struct WeightsLayout {
   int64_t qkv_wp, out_wp, qkv_b, out_b, kb, e, pwt, pw, total;
-  WeightsLayout(int64_t C, int64_t r, int64_t nr) {
-    const int64_t R = r * r, fold = r > 1 ? 1 : 0, a_tile = a_tile_form(C, r, nr) ? 1 : 0;
+  WeightsLayout(int64_t C, int64_t r, int64_t nr, bool one_call) {
+    const int64_t R = r * r, fold = r > 1 ? 1 : 0;
+    const int64_t a_tile = a_tile_form(C, r, nr, one_call) ? 1 : 0;
     qkv_wp = 0;
     out_wp = qkv_wp + packed_b_size(C, 3 * C, nr);
     qkv_b = out_wp + packed_b_size(C, fold && !a_tile ? R * C : C, nr);
@@ -83,15 +88,15 @@ struct WeightsLayout {
 
 }  // namespace
 
-int64_t lgl_weights_size(int64_t C, int64_t r, int64_t nr) {
-  return WeightsLayout(C, r, nr).total;
+int64_t lgl_weights_size(int64_t C, int64_t r, int64_t nr, bool one_call) {
+  return WeightsLayout(C, r, nr, one_call).total;
 }
 
 template <typename T>
 void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weights,
                          const ParallelFor& parallel_for) {
   const int64_t C = a.C, r = a.r, R = r * r, nr = uk.nr;
-  const WeightsLayout L(C, r, nr);
+  const WeightsLayout L(C, r, nr, a.one_call);
   T* qkv_wp = weights + L.qkv_wp;
   T* out_wp = weights + L.out_wp;
   T* kb = weights + L.kb;
@@ -119,7 +124,7 @@ void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weigh
   //    Wp[o0+j, c]), and the three sums over c come from one small gemm of the rows
   //    [g; pb * g; b] against it. In the A-tile form, P is then turned into G' in place: the
   //    weights' out_wp, done.
-  const bool a_tile = a_tile_form(C, r, nr);
+  const bool a_tile = a_tile_form(C, r, nr, a.one_call);
   std::vector<T> gp(r > 1 && !a_tile ? packed_b_size(C, C, nr) : 0), gmean(r > 1 ? C : 0);
   if (r > 1) {
     T pb_mean = 0;
@@ -197,7 +202,7 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
   const int64_t h = ceil_div(H, r), w = ceil_div(W, r), n = h * w, N = H * W;
   const int64_t heads = a.num_heads, d = C / heads, R = r * r;
   const Layout L(B, n, C, heads, r, nr);
-  const WeightsLayout WL(C, r, nr);
+  const WeightsLayout WL(C, r, nr, a.one_call);
   T* qkv = workspace + L.qkv;
   T* y = workspace + L.y;
   const T* qkv_wp = weights + WL.qkv_wp;
@@ -211,7 +216,9 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
 
   // 1. sample + qkv projection. Tasks run column block by column block, so the weight panels
   //    of a block stay in cache while the few sampled rows are re-gathered.
-  const Blocks qrows(n, kMaxRows), qcols(qkv_panels, kMaxPanels);
+  // A map of at most 64 sampled tokens (EdgeViT's 7x7 and 14x14 stages) is still cut in two
+  // row blocks, so that the task count is even and two threads share the phase evenly.
+  const Blocks qrows(n, n <= kMaxRows ? kOutRows : kMaxRows), qcols(qkv_panels, kMaxPanels);
   parallel_for(qcols.count * B * qrows.count, [&](int64_t begin, int64_t end) {
     Scratch<T> tile(qrows.size * C);
     for (int64_t task = begin; task < end; ++task) {
@@ -284,7 +291,7 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
     // C columns each), or in the A-tile form one gemm (y[m] * pw[d]) * G' per offset d into
     // the same columns; then the epilogue: each token's C columns times its rstd, plus e,
     // stored at the token's place (dropped where the window is cropped).
-    const bool a_tile = a_tile_form(C, r, nr);
+    const bool a_tile = a_tile_form(C, r, nr, a.one_call);
     const T* pw = weights + WL.pw;
     const int64_t dg = offset_group(C, R, nr), groups = ceil_div(R, dg);
     const Blocks orows(n, kOutRows);
@@ -330,7 +337,7 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
   } else {
     // r = 1: the sampled map is the map; tasks over (column block, batch, token block) read y.
     const int64_t proj_panels = ceil_div(C, nr);  // r = 1: out_wp is proj_weight^T
-    const Blocks orows(N, kMaxRows), ocols(proj_panels, kMaxPanels);
+    const Blocks orows(N, N <= kMaxRows ? kOutRows : kMaxRows), ocols(proj_panels, kMaxPanels);
     parallel_for(ocols.count * B * orows.count, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t cb = task / (B * orows.count), br = task % (B * orows.count);

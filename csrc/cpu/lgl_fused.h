@@ -29,9 +29,10 @@
 //   Wf[c, d*C + o] = pw[d,c] * G'[c,o],   kb[o] = sum_c pb[c] G'[c,o],
 //   e[o] = sum_c b[c] Wp[o,c] + bp[o],   rstd(m,d) = 1 / sqrt(var_c(z) + eps).
 // So propagation, normalisation and projection are one gemm per block of sampled tokens,
-// y[rows, C] x Wf[C, r*r*C] (no lane of a vector idle whatever C) -- or, when the panel width
-// nr divides C, r*r gemms (y[rows] * pw[d]) x G'[C, C] (the A-tile form: the same sums with
-// the per-channel factor applied to A, R times less weight to prepare and keep in cache) --,
+// y[rows, C] x Wf[C, r*r*C] (no lane of a vector idle whatever C) -- or, for weights prepared
+// for one call when the panel width nr divides C, r*r gemms (y[rows] * pw[d]) x G'[C, C] (the
+// A-tile form: the same sums with the per-channel factor applied to A, R times less to build)
+// --,
 // the two-pass statistics of each propagated token (prop_rstd, offsets in vector lanes), and
 // an epilogue that scales each token's C columns, adds e and stores them at the token's place
 // (scale_rows; tokens of a window cropped off the map are dropped). Neither z nor the normalised tokens are ever stored. The
@@ -81,14 +82,17 @@ struct LglArgs {
   const T* pre_b;                   // [C] or null: its bias
   T pre_eps;                        // its eps (lgl_fused_forward)
   bool residual;                    // lgl_fused_forward
+  // The weights serve this one call (lgl_fused): the form of the fold cheapest to build (the
+  // A-tile form where it applies, see lgl_fused.cpp). Both phases, the same value.
+  bool one_call;
 };
 
 // Runs fn(begin, end) over [0, n) split into chunks, possibly concurrently.
 using ParallelFor = std::function<void(int64_t n, const std::function<void(int64_t, int64_t)>& fn)>;
 
-// Elements of the prepared-weights buffer (lgl_prepare_weights) for these C, r and a table of
-// panel width nr.
-int64_t lgl_weights_size(int64_t C, int64_t r, int64_t nr);
+// Elements of the prepared-weights buffer (lgl_prepare_weights) for these C, r, one_call and a
+// table of panel width nr.
+int64_t lgl_weights_size(int64_t C, int64_t r, int64_t nr, bool one_call = false);
 
 // Phase 0: packs qkv_weight^T and builds the folded output weights (r > 1) or packs
 // proj_weight^T (r = 1) into `weights`. Reads only the weights of a (C, r, qkv_w, prop_w, prop_b,
