@@ -15,8 +15,8 @@ Differences from the official code, none of which touches the parameters:
   channels_last (the attention blocks' token layout is then a view, no transposes); PatchEmbed is
   ``patch_embed``; positional encodings and LocalAgg's 5x5 are ``dwconv``; LocalAgg's 1x1
   convolutions are ``linear_fused`` with its BatchNorms folded in; every MLP is ``mlp_fused``
-  (BatchNorm / LayerNorm folded into fc1, residual fused); GlobalSparseAttn is
-  ``lgl_fused_prepared``. Folded and packed weights are cached per module (rebuilt when a
+  (BatchNorm / LayerNorm folded into fc1, residual fused); SelfAttn's ``x + attn(norm1(x))`` is
+  one ``lgl_fused_prepared`` call (norm1 folded into qkv, residual fused). Folded and packed weights are cached per module (rebuilt when a
   parameter or running statistic changes, dropped by ``train()``, never in the ``state_dict``);
   the logits equal the reference path's up to float rounding (~1e-5 seen);
 * ``forward_features(x, return_stages=True)`` returns the four stage outputs (backbone use).
