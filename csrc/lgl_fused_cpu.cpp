@@ -105,7 +105,7 @@ void prepare_into(const cpu::LglUKernels<T>& uk, int64_t C, int64_t r,
                   const OptTensor& norm_weight, const OptTensor& norm_bias,
                   const at::Tensor& proj_weight, const OptTensor& proj_bias, bool pre_norm,
                   const OptTensor& pre_norm_weight, const OptTensor& pre_norm_bias,
-                  bool one_call, at::Tensor& buffer) {
+                  bool a_tile, at::Tensor& buffer) {
   const at::Tensor qkv_w = qkv_weight.contiguous(), proj_w = proj_weight.contiguous();
   const at::Tensor qkv_b = contig(qkv_bias), proj_b = contig(proj_bias), prop_b = contig(prop_bias);
   const at::Tensor norm_w = contig(norm_weight), norm_b = contig(norm_bias);
@@ -125,7 +125,7 @@ void prepare_into(const cpu::LglUKernels<T>& uk, int64_t C, int64_t r,
   a.pre_norm = pre_norm;
   a.pre_w = ptr_or_null<T>(pre_w);
   a.pre_b = ptr_or_null<T>(pre_b);
-  a.one_call = one_call;
+  a.a_tile = a_tile;
   T* p = buffer.data_ptr<T>();
   const T header[kHeader] = {T(kMagic), T(isa_index(uk.name)), T(uk.nr), T(C), T(r),
                              T(pre_norm ? 1 : 0), 0, 0};
@@ -139,7 +139,7 @@ template <typename T>
 void forward(const Tables<T>& tb, const at::Tensor& x, int64_t H, int64_t W,
              int64_t num_heads, int64_t r, double scale, double norm_eps,
              const at::Tensor& prepared, bool pre_norm, double pre_norm_eps, bool residual,
-             bool one_call, at::Tensor& out) {
+             bool a_tile, at::Tensor& out) {
   const cpu::LglUKernels<T>& uk = tb.gemm;
   const int64_t B = x.size(0), C = x.size(2);
   cpu::LglArgs<T> a{};
@@ -152,17 +152,17 @@ void forward(const Tables<T>& tb, const at::Tensor& x, int64_t H, int64_t W,
   a.pre_norm = pre_norm;
   a.pre_eps = static_cast<T>(pre_norm_eps);
   a.residual = residual;
-  a.one_call = one_call;
+  a.a_tile = a_tile;
   at::Tensor workspace =
       at::empty({cpu::lgl_workspace_size(B, H, W, C, num_heads, r, uk.nr)}, x.options());
   cpu::lgl_fused_forward<T>(a, uk, prepared.const_data_ptr<T>() + kHeader,
                             workspace.data_ptr<T>(), at_parallel_for(), &tb.mlp);
 }
 
-// one_call: weights for lgl_fused's single call (cpu::LglArgs::one_call).
+// a_tile: the A-tile form of the fold where it applies (cpu::LglArgs::a_tile).
 at::Tensor new_prepared(const at::Tensor& like, int64_t C, int64_t r, int64_t nr,
-                        bool one_call) {
-  return at::empty({kHeader + cpu::lgl_weights_size(C, r, nr, one_call)},
+                        bool a_tile) {
+  return at::empty({kHeader + cpu::lgl_weights_size(C, r, nr, a_tile)},
                    like.options().memory_format(at::MemoryFormat::Contiguous));
 }
 
@@ -180,12 +180,15 @@ at::Tensor lgl_fused_cpu(const at::Tensor& x, int64_t H, int64_t W, int64_t num_
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lgl_fused", [&] {
     const Tables<scalar_t> tb = tables<scalar_t>();
-    at::Tensor prepared = new_prepared(x, C, sr_ratio, tb.gemm.nr, true);
+    // Weights for this one call: the A-tile form where building Wf (R*C*C) would cost more
+    // than scaling A (B*H*W*C; see cpu/lgl_fused.cpp).
+    const bool a_tile = sr_ratio * sr_ratio * C >= x.size(0) * H * W;
+    at::Tensor prepared = new_prepared(x, C, sr_ratio, tb.gemm.nr, a_tile);
     prepare_into<scalar_t>(tb.gemm, C, sr_ratio, qkv_weight, qkv_bias, prop_weight, prop_bias,
-                           norm_weight, norm_bias, proj_weight, proj_bias, false, {}, {}, true,
+                           norm_weight, norm_bias, proj_weight, proj_bias, false, {}, {}, a_tile,
                            prepared);
     forward<scalar_t>(tb, x, H, W, num_heads, sr_ratio, scale, norm_eps, prepared, false, 0.0,
-                      false, true, out);
+                      false, a_tile, out);
   });
   return out;
 }

@@ -3,8 +3,8 @@ once, then the op on any x).
 
 lgl_fused runs the same kernels, on weights it prepares for its one call: with r = 1, or where
 the ISA's panel width does not divide C, exactly lgl_prepare's buffer, so the prepared path must
-match it bitwise; elsewhere (the A-tile form of the fold, the same sums rounded in another order)
-to float rounding (SAME below). Against the reference both have lgl_fused's tolerances
+match it bitwise; elsewhere it may pick the A-tile form of the fold (the same sums rounded in
+another order), so they agree to float rounding (SAME below). Against the reference both have lgl_fused's tolerances
 (tests/test_lgl_fused.py).
 """
 import pytest

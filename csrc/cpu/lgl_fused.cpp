@@ -52,11 +52,12 @@ int64_t offset_group(int64_t C, int64_t R, int64_t nr) {
 // The two forms of the fold (lgl_fused.h) for r > 1. When nr divides C, every packed panel of
 // Wf lies in one offset d and is pw[d] (per row c) times a panel of G', so the forward can
 // scale the A rows instead (A-tile form: y[m] * pw[d] against G'): the buffer holds G' (C*C)
-// instead of Wf (R*C*C), R times less to build. That pays when the weights serve one call
-// (lgl_fused: XS/S stage 3, 0.53 -> 0.44 ms); prepared once, Wf runs 4-10% faster (no scaling
-// pass; measured interleaved, 2 threads), so lgl_prepare keeps it.
-bool a_tile_form(int64_t C, int64_t r, int64_t nr, bool one_call) {
-  return one_call && r > 1 && C % nr == 0;
+// instead of Wf (R*C*C), R times less to build, for a scaling pass over B*H*W*C elements per
+// call. Measured interleaved, 2 threads: for lgl_fused, which builds the weights on every
+// call, it pays where R*C >= B*H*W (XS/S stage 3, B = 1: 0.55 -> 0.44 ms) and loses up to 8%
+// elsewhere; built once (lgl_prepare), Wf runs 4-10% faster. LglArgs::a_tile asks for it.
+bool a_tile_form(int64_t C, int64_t r, int64_t nr, bool wanted) {
+  return wanted && r > 1 && C % nr == 0;
 }
 
 // Where each prepared weight lives in the weights buffer (offsets in elements):
@@ -71,9 +72,9 @@ bool a_tile_form(int64_t C, int64_t r, int64_t nr, bool one_call) {
 //   pw      [R, C] prop_weight, offset-major (A-tile form)
 struct WeightsLayout {
   int64_t qkv_wp, out_wp, qkv_b, out_b, kb, e, pwt, pw, total;
-  WeightsLayout(int64_t C, int64_t r, int64_t nr, bool one_call) {
+  WeightsLayout(int64_t C, int64_t r, int64_t nr, bool want_a_tile) {
     const int64_t R = r * r, fold = r > 1 ? 1 : 0;
-    const int64_t a_tile = a_tile_form(C, r, nr, one_call) ? 1 : 0;
+    const int64_t a_tile = a_tile_form(C, r, nr, want_a_tile) ? 1 : 0;
     qkv_wp = 0;
     out_wp = qkv_wp + packed_b_size(C, 3 * C, nr);
     qkv_b = out_wp + packed_b_size(C, fold && !a_tile ? R * C : C, nr);
@@ -88,15 +89,15 @@ struct WeightsLayout {
 
 }  // namespace
 
-int64_t lgl_weights_size(int64_t C, int64_t r, int64_t nr, bool one_call) {
-  return WeightsLayout(C, r, nr, one_call).total;
+int64_t lgl_weights_size(int64_t C, int64_t r, int64_t nr, bool a_tile) {
+  return WeightsLayout(C, r, nr, a_tile).total;
 }
 
 template <typename T>
 void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weights,
                          const ParallelFor& parallel_for) {
   const int64_t C = a.C, r = a.r, R = r * r, nr = uk.nr;
-  const WeightsLayout L(C, r, nr, a.one_call);
+  const WeightsLayout L(C, r, nr, a.a_tile);
   T* qkv_wp = weights + L.qkv_wp;
   T* out_wp = weights + L.out_wp;
   T* kb = weights + L.kb;
@@ -124,7 +125,7 @@ void lgl_prepare_weights(const LglArgs<T>& a, const LglUKernels<T>& uk, T* weigh
   //    Wp[o0+j, c]), and the three sums over c come from one small gemm of the rows
   //    [g; pb * g; b] against it. In the A-tile form, P is then turned into G' in place: the
   //    weights' out_wp, done.
-  const bool a_tile = a_tile_form(C, r, nr, a.one_call);
+  const bool a_tile = a_tile_form(C, r, nr, a.a_tile);
   std::vector<T> gp(r > 1 && !a_tile ? packed_b_size(C, C, nr) : 0), gmean(r > 1 ? C : 0);
   if (r > 1) {
     T pb_mean = 0;
@@ -202,7 +203,7 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
   const int64_t h = ceil_div(H, r), w = ceil_div(W, r), n = h * w, N = H * W;
   const int64_t heads = a.num_heads, d = C / heads, R = r * r;
   const Layout L(B, n, C, heads, r, nr);
-  const WeightsLayout WL(C, r, nr, a.one_call);
+  const WeightsLayout WL(C, r, nr, a.a_tile);
   T* qkv = workspace + L.qkv;
   T* y = workspace + L.y;
   const T* qkv_wp = weights + WL.qkv_wp;
@@ -291,7 +292,7 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
     // C columns each), or in the A-tile form one gemm (y[m] * pw[d]) * G' per offset d into
     // the same columns; then the epilogue: each token's C columns times its rstd, plus e,
     // stored at the token's place (dropped where the window is cropped).
-    const bool a_tile = a_tile_form(C, r, nr, a.one_call);
+    const bool a_tile = a_tile_form(C, r, nr, a.a_tile);
     const T* pw = weights + WL.pw;
     const int64_t dg = offset_group(C, R, nr), groups = ceil_div(R, dg);
     const Blocks orows(n, kOutRows);

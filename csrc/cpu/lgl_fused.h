@@ -82,17 +82,18 @@ struct LglArgs {
   const T* pre_b;                   // [C] or null: its bias
   T pre_eps;                        // its eps (lgl_fused_forward)
   bool residual;                    // lgl_fused_forward
-  // The weights serve this one call (lgl_fused): the form of the fold cheapest to build (the
-  // A-tile form where it applies, see lgl_fused.cpp). Both phases, the same value.
-  bool one_call;
+  // The A-tile form of the fold where it applies (nr divides C; see lgl_fused.cpp): cheaper to
+  // build, a little slower to run, so lgl_fused asks for it when building Wf would cost more
+  // than scaling A (r*r*C >= B*H*W) and lgl_prepare never does. Both phases, the same value.
+  bool a_tile;
 };
 
 // Runs fn(begin, end) over [0, n) split into chunks, possibly concurrently.
 using ParallelFor = std::function<void(int64_t n, const std::function<void(int64_t, int64_t)>& fn)>;
 
-// Elements of the prepared-weights buffer (lgl_prepare_weights) for these C, r, one_call and a
+// Elements of the prepared-weights buffer (lgl_prepare_weights) for these C, r, a_tile and a
 // table of panel width nr.
-int64_t lgl_weights_size(int64_t C, int64_t r, int64_t nr, bool one_call = false);
+int64_t lgl_weights_size(int64_t C, int64_t r, int64_t nr, bool a_tile = false);
 
 // Phase 0: packs qkv_weight^T and builds the folded output weights (r > 1) or packs
 // proj_weight^T (r = 1) into `weights`. Reads only the weights of a (C, r, qkv_w, prop_w, prop_b,

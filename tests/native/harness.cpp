@@ -33,7 +33,7 @@
 //                   shapes (r = 1..4 and 8, sides r does not divide, C not a multiple of 16,
 //                   several heads, strided x), serial or one-task-at-a-time ParallelFor, a
 //                   third of them with the input LayerNorm and the residual (pre_norm), each
-//                   with the weights as lgl_prepare and as lgl_fused builds them (one_call):
+//                   with the fold in Wf and in the A-tile form (a_tile):
 //                   |o - o_ref| <= 1e-4 (1 + |o_ref|).
 //   mlp_fused (the MLP op's table, paired with the gemm table of the same ISA):
 //     gelu          n = 1..80 and 1000 over [-12, 12], plus 0, +-tiny, +-inf and NaN:
@@ -772,19 +772,19 @@ LglArgs<float> op_args(const OpShape& s, const OpData& d, float* out) {
 
 // Phase 0 (lgl_prepare_weights) then phases 1-3 (lgl_fused_forward) with table uk, both through
 // the same ParallelFor; the prepared weights and the workspace end at guard pages. block: with
-// the input LayerNorm (affine norm_w, norm_b) and, for token-major x, the residual. one_call:
-// weights in the form lgl_fused builds for one call (the A-tile form where nr divides C).
+// the input LayerNorm (affine norm_w, norm_b) and, for token-major x, the residual. a_tile: the
+// A-tile form of the fold where nr divides C.
 std::vector<float> run_fused(const UK& uk, const OpShape& s, const OpData& d, bool one_by_one,
-                             bool block, bool one_call) {
+                             bool block, bool a_tile) {
   const int64_t C = s.C, N = s.H * s.W;
   Guarded out(s.B * N * C);
   out.fill(canary());
-  Guarded weights(edgevit::cpu::lgl_weights_size(C, s.r, uk.nr, one_call));
+  Guarded weights(edgevit::cpu::lgl_weights_size(C, s.r, uk.nr, a_tile));
   weights.fill(canary());
   Guarded ws(edgevit::cpu::lgl_workspace_size(s.B, s.H, s.W, C, s.heads, s.r, uk.nr));
   ws.fill(canary());
   LglArgs<float> a = op_args(s, d, out.data());
-  a.one_call = one_call;
+  a.a_tile = a_tile;
   if (block) {
     a.pre_norm = true;
     a.pre_w = d.norm_w.data();
@@ -819,19 +819,19 @@ void test_fused(const std::vector<const UK*>& isas, std::vector<Tally>& tallies)
     const std::vector<float> want = run_fused(ref, s, d, false, block, false);
     for (size_t t = 0; t < isas.size(); ++t) {
       Tally& tally = tallies[t];
-      for (const bool one_call : {false, true}) {
+      for (const bool a_tile : {false, true}) {
         ++tally.cases;
-        CURRENT("%s lgl_fused_forward B=%ld H=%ld W=%ld C=%ld heads=%ld r=%ld block=%d one_call=%d",
+        CURRENT("%s lgl_fused_forward B=%ld H=%ld W=%ld C=%ld heads=%ld r=%ld block=%d a_tile=%d",
                 isas[t]->name, long(s.B), long(s.H), long(s.W), long(C), long(s.heads),
-                long(s.r), int(block), int(one_call));
-        const std::vector<float> got = run_fused(*isas[t], s, d, one_by_one, block, one_call);
+                long(s.r), int(block), int(a_tile));
+        const std::vector<float> got = run_fused(*isas[t], s, d, one_by_one, block, a_tile);
         for (size_t i = 0; i < got.size(); ++i) {
           const double err = std::fabs(double(got[i]) - want[i]);
           const double tol = 1e-4 * (1.0 + std::fabs(want[i]));
           if (!(err <= tol)) {
-            fail(tally, "lgl_fused_forward B=%ld H=%ld W=%ld C=%ld heads=%ld r=%ld one_call=%d: "
+            fail(tally, "lgl_fused_forward B=%ld H=%ld W=%ld C=%ld heads=%ld r=%ld a_tile=%d: "
                  "out[%zu] = %.9g, scalar %.9g", long(s.B), long(s.H), long(s.W), long(C),
-                 long(s.heads), long(s.r), int(one_call), i, got[i], want[i]);
+                 long(s.heads), long(s.r), int(a_tile), i, got[i], want[i]);
             break;
           }
           tally.fused_worst = std::max(tally.fused_worst, err / tol);
