@@ -91,8 +91,9 @@ void check_weights(const at::Tensor& x, int64_t C, int64_t r, const at::Tensor& 
 // A 1-D tensor of the weights' dtype: a header of kHeader elements, then the buffer
 // cpu::lgl_prepare_weights fills (packed for one micro-kernel table: its panel width and ISA).
 // Header: magic, ISA index in kIsaNames (aten_util.h), panel width nr, C, sr_ratio, pre_norm
-// (1 when an input LayerNorm's affine is folded into qkv), then zeros.
-constexpr int64_t kHeader = 8;
+// (1 when an input LayerNorm's affine is folded into qkv), then zeros. As long as the other
+// prepared buffers' (kPreparedHeader, aten_util.h): the panels start on a cache line.
+constexpr int64_t kHeader = kPreparedHeader;
 constexpr double kMagic = 20221023.0;  // exact in float32 and float64
 template <typename T>
 const cpu::LglUKernels<T>& ukernels() { return tables<T>().gemm; }

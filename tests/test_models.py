@@ -67,13 +67,28 @@ def _pair(name: str, dtype=torch.float32, seed: int = 0, **kwargs):
 
 
 def _count_calls(monkeypatch):
-    """Counts calls of the fused and the reference paths of GlobalSparseAttn."""
+    """Counts calls of the fused and the reference paths of GlobalSparseAttn. The fused path is
+    forward_fused (the module tree), or forward_prepared called directly by EdgeVit's eval plan;
+    forward_fused's own call of forward_prepared is not counted twice."""
     calls = {"fused": 0, "reference": 0}
     real_fused, real_ref = GlobalSparseAttn.forward_fused, GlobalSparseAttn.forward_reference
+    real_prepared = GlobalSparseAttn.forward_prepared
+    inside = []
 
     def fused(self, *a, **kw):
         calls["fused"] += 1
-        return real_fused(self, *a, **kw)
+        inside.append(True)
+        try:
+            return real_fused(self, *a, **kw)
+        finally:
+            inside.pop()
+
+    def prepared(self, *a, **kw):
+        if not inside:
+            calls["fused"] += 1
+        return real_prepared(self, *a, **kw)
+
+    monkeypatch.setattr(GlobalSparseAttn, "forward_prepared", prepared)
 
     def ref(self, *a):
         calls["reference"] += 1
@@ -594,3 +609,117 @@ def test_folded_batchnorm_cache_follows_parameters_and_statistics():
     assert la._folded is None
     fused(x).sum().backward()  # training runs the unfolded modules, with gradients
     assert la.norm1.weight.grad is not None and la._folded is None
+
+
+# ---------------------------------------------------------------------------------------------
+# EdgeVit's eval plan: the fast path as one flat list of op calls, checked once per call.
+
+
+def _tree_output(model, x, **kw):
+    """The model's output through the module tree (the eval plan switched off)."""
+    plan_fn = em.EdgeVit._eval_plan
+    em.EdgeVit._eval_plan = lambda self, x: None
+    try:
+        return model.forward_features(x, **kw) if kw else model(x)
+    finally:
+        em.EdgeVit._eval_plan = plan_fn
+
+
+@pytest.mark.parametrize("name", ["edgevit_xxs", "edgevit_xs"])
+@pytest.mark.parametrize("hw", [(224, 224), (32, 47)])
+def test_eval_plan_equals_module_tree_bitwise(name, hw):
+    # The plan calls the same ops on the same prepared weights as the module tree's fast path.
+    _, fused = _pair(name)
+    x = torch.randn(2, 3, *hw)
+    with torch.inference_mode():
+        y = fused(x)
+        assert fused._plan is not None and fused._plan.steps is not None
+        stages = fused.forward_features(x, return_stages=True)
+        assert torch.equal(y, _tree_output(fused, x))
+        for a, b in zip(stages, _tree_output(fused, x, return_stages=True)):
+            assert torch.equal(a, b)
+
+
+def test_eval_plan_follows_parameters_modules_and_modes():
+    ref, fused = _pair("edgevit_xxs")
+    keys = set(fused.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    tol = dict(rtol=0, atol=F32_RTOL * 20)
+
+    def check():
+        with torch.no_grad():
+            y, y_ref = fused(x), ref(x)
+        torch.testing.assert_close(y, y_ref, **tol)
+        return y
+
+    y0 = check()
+    plan = fused._plan
+    check()
+    assert fused._plan is plan  # reused while nothing changes
+    assert set(fused.state_dict()) == keys  # not state
+
+    # In-place change of a parameter (version counter): rebuilt, values follow.
+    for m in (ref, fused):
+        with torch.no_grad():
+            m.blocks3[1].SelfAttn.mlp.fc2.weight.mul_(1.5)
+    y1 = check()
+    assert fused._plan is not plan and (y1 - y0).abs().max() > 1e-3
+    # A replaced parameter and a replaced submodule: rebuilt.
+    plan = fused._plan
+    for m in (ref, fused):
+        w = m.blocks2[0].SelfAttn.attn.proj.weight
+        m.blocks2[0].SelfAttn.attn.proj.weight = nn.Parameter(w.detach() * 0.5)
+    check()
+    assert fused._plan is not plan
+    plan = fused._plan
+    for m in (ref, fused):
+        old = m.blocks1[0].LocalAgg.conv2
+        new = nn.Conv2d(old.in_channels, old.out_channels, 1)
+        with torch.no_grad():
+            new.weight.copy_(old.weight * -1.0)
+            new.bias.copy_(old.bias)
+        m.blocks1[0].LocalAgg.conv2 = new
+    check()
+    assert fused._plan is not plan
+
+    # train() drops it; a submodule in training mode, or autograd, runs the module tree.
+    fused.train()
+    assert fused._plan is None
+    fused.eval()
+    check()
+    fused.blocks2[0].train()
+    with torch.no_grad():
+        assert fused._eval_plan(x) is None
+    fused.blocks2[0].eval()
+    with torch.no_grad():
+        assert fused._eval_plan(x) is not None
+    assert fused._eval_plan(x) is None  # grad enabled, parameters require grad
+    assert fused(x).requires_grad
+
+
+def test_eval_plan_keeps_hooks_firing():
+    # The plan calls no module, so with any forward hook or pre-hook the module tree runs.
+    ref, fused = _pair("edgevit_xxs")
+    x = torch.randn(1, 3, 64, 64)
+    seen = []
+    h = fused.blocks3[0].SelfAttn.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with torch.no_grad():
+        y = fused(x)
+    assert seen == [torch.Size([1, 144, 4, 4])]
+    h.remove()
+    p = fused.blocks1[0].register_forward_pre_hook(lambda m, i: seen.append("pre"))
+    with torch.no_grad():
+        fused(x)
+    assert seen[-1] == "pre"
+    p.remove()
+    g = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: seen.append(m))
+    try:
+        n = len(seen)
+        with torch.no_grad():
+            fused(x)
+        assert len(seen) > n
+    finally:
+        g.remove()
+    with torch.no_grad():
+        assert fused._eval_plan(x) is not None  # back on the plan
+        torch.testing.assert_close(fused(x), y, rtol=0, atol=0)

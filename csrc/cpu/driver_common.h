@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <new>
 
 #include "lgl_fused_ukernels.h"
 
@@ -26,16 +27,22 @@ struct Blocks {
 };
 
 // A thread's tile for one parallel_for chunk: uninitialised (every element is written before it
-// is read), so it costs no memset per call, unlike std::vector.
+// is read), so it costs no memset per call, unlike std::vector. 64-byte aligned, so the gemms'
+// full-vector stores into it (rows of a multiple of 16 floats) never straddle a cache line.
 template <typename T>
 class Scratch {
  public:
-  explicit Scratch(int64_t n) : p_(new T[static_cast<size_t>(n)]) {}
+  explicit Scratch(int64_t n)
+      : p_(static_cast<T*>(::operator new[](static_cast<size_t>(n) * sizeof(T), kAlign))) {}
   T* data() { return p_.get(); }
-  T& operator[](int64_t i) { return p_[static_cast<size_t>(i)]; }
+  T& operator[](int64_t i) { return p_.get()[i]; }
 
  private:
-  std::unique_ptr<T[]> p_;
+  static constexpr std::align_val_t kAlign{64};
+  struct Free {
+    void operator()(T* p) const { ::operator delete[](p, kAlign); }
+  };
+  std::unique_ptr<T, Free> p_;
 };
 
 // Rows [0, N) of a row-major [N, K] weight (row stride K) as W^T in packed panels at dst.

@@ -16,9 +16,11 @@ Differences from the official code, none of which touches the parameters:
   ``patch_embed``; positional encodings and LocalAgg's 5x5 are ``dwconv``; LocalAgg's 1x1
   convolutions are ``linear_fused`` with its BatchNorms folded in; every MLP is ``mlp_fused``
   (BatchNorm / LayerNorm folded into fc1, residual fused); SelfAttn's ``x + attn(norm1(x))`` is
-  one ``lgl_fused_prepared`` call (norm1 folded into qkv, residual fused). Folded and packed weights are cached per module (rebuilt when a
-  parameter or running statistic changes, dropped by ``train()``, never in the ``state_dict``);
-  the logits equal the reference path's up to float rounding (~1e-5 seen);
+  one ``lgl_fused_prepared`` call (norm1 folded into qkv, residual fused). Folded and packed
+  weights are cached per module (rebuilt when a parameter or running statistic changes, dropped
+  by ``train()``, never in the ``state_dict``); ``EdgeVit`` runs these op calls as one flat list
+  checked once per call (``_EvalPlan``; the module tree runs instead while any module has a
+  forward hook); the logits equal the reference path's up to float rounding (~1e-5 seen);
 * ``forward_features(x, return_stages=True)`` returns the four stage outputs (backbone use).
 
 Fallback policy of the fused path
@@ -36,6 +38,7 @@ filters apply on top of that (the default filter shows an identical message once
 """
 from __future__ import annotations
 
+import operator
 import warnings
 from functools import partial
 from typing import Optional, Sequence, Union
@@ -193,6 +196,13 @@ def _eval_fast_path(module: nn.Module, x: Tensor, params) -> bool:
         return False
     return not (torch.is_grad_enabled() and (
         x.requires_grad or any(p is not None and p.requires_grad for p in params)))
+
+
+def _global_module_hooks() -> bool:
+    """Whether global forward hooks or pre-hooks are registered for all modules
+    (``nn.modules.module.register_module_forward_hook`` and friends)."""
+    from torch.nn.modules import module as _m
+    return bool(_m._global_forward_hooks or _m._global_forward_pre_hooks)
 
 
 def _eval_cached(module: nn.Module, slot: str, params, x: Tensor, build):
@@ -373,14 +383,22 @@ class GlobalSparseAttn(nn.Module):
         r = int(self.sr)
         norm_params = [] if pre_norm is None else [pre_norm.weight, pre_norm.bias]
         if _eval_fast_path(self, x, list(weights) + norm_params):
-            pre_eps = float(pre_norm.eps) if pre_norm is not None else 1e-5
-            return torch.ops.edgevit.lgl_fused_prepared(
-                x, int(H), int(W), int(self.num_heads), r, float(self.scale), eps,
-                self._prepared_weights(weights, x, pre_norm), pre_eps, residual)
+            return self.forward_prepared(x, H, W, self._prepared_weights(weights, x, pre_norm),
+                                         pre_norm, residual)
         out = torch.ops.edgevit.lgl_fused(
             pre_norm(x) if pre_norm is not None else x, int(H), int(W), int(self.num_heads), r,
             float(self.scale), *weights[:6], eps, *weights[6:])
         return x + out if residual else out
+
+    def forward_prepared(self, x: Tensor, H: int, W: int, prepared: Tensor,
+                         pre_norm: Optional[nn.LayerNorm] = None, residual: bool = False) -> Tensor:
+        """``[x +] op(pre_norm(x))`` as one ``lgl_fused_prepared`` call on ``prepared`` (what
+        ``_prepared_weights`` returns for the same ``pre_norm``); no checks: the eval fast path."""
+        eps = float(self.norm.eps) if self.sr > 1 else 1e-5  # (unused when sr_ratio == 1)
+        pre_eps = float(pre_norm.eps) if pre_norm is not None else 1e-5
+        return torch.ops.edgevit.lgl_fused_prepared(
+            x, int(H), int(W), int(self.num_heads), int(self.sr), float(self.scale), eps,
+            prepared, pre_eps, residual)
 
     def forward(self, x: Tensor, H: int, W: int) -> Tensor:
         if self.use_fused:
@@ -496,17 +514,38 @@ class SelfAttn(nn.Module):
         return (self.fuse_eval and _eval_fast_path(self, x, self.parameters())
                 and _kernels_unavailable(x, self.mlp.fc1.weight.dtype) is None)
 
+    def _mlp_prepared_weights(self, x: Tensor) -> Tensor:
+        """The mlp_prepare buffer of norm2 (folded into fc1) + the MLP; cached (_eval_cached)."""
+        return _eval_cached(self, "_mlp_prepared", self._mlp_params(), x,
+                            lambda: _load_kernels().mlp_prepare(
+                                self.mlp.fc1.weight, self.mlp.fc1.bias, self.mlp.fc2.weight,
+                                self.mlp.fc2.bias, True, self.norm2.weight, self.norm2.bias))
+
     def _fused_mlp(self, x: Tensor) -> Optional[Tensor]:
         """x + mlp(norm2(x)) by edgevit::mlp_fused_prepared, or None where the eval fast path
         does not apply (then the caller runs the modules)."""
-        params = self._mlp_params()
         if (not isinstance(self.norm2, nn.LayerNorm) or not _is_exact_gelu(self.mlp.act)
                 or not self._eval_fused(x)):
             return None
-        prepared = _eval_cached(self, "_mlp_prepared", params, x, lambda: _load_kernels().mlp_prepare(
-            self.mlp.fc1.weight, self.mlp.fc1.bias, self.mlp.fc2.weight, self.mlp.fc2.bias,
-            True, self.norm2.weight, self.norm2.bias))
-        return torch.ops.edgevit.mlp_fused_prepared(x, prepared, float(self.norm2.eps), True)
+        return torch.ops.edgevit.mlp_fused_prepared(x, self._mlp_prepared_weights(x),
+                                                    float(self.norm2.eps), True)
+
+    def _fully_fusable(self) -> bool:
+        """Whether every step of this block has an edgevit op on the eval fast path (the
+        configuration part of the checks; EdgeVit's eval plan needs it)."""
+        return (self.fuse_eval and self.attn.use_fused and isinstance(self.norm1, nn.LayerNorm)
+                and isinstance(self.norm2, nn.LayerNorm) and _is_exact_gelu(self.mlp.act))
+
+    def forward_prepared(self, x: Tensor, attn_prepared: Tensor, mlp_prepared: Tensor) -> Tensor:
+        """The eval fast path on prepared weights, no checks: dwconv (x + pos_embed(x)), one
+        lgl_fused_prepared (x + attn(norm1(x))), one mlp_fused_prepared (x + mlp(norm2(x))).
+        x is a channels_last map, and so is the result."""
+        x = torch.ops.edgevit.dwconv(x, self.pos_embed.weight, self.pos_embed.bias, True)
+        B, N, H, W = x.shape
+        t = self.attn.forward_prepared(x.flatten(2).transpose(1, 2), H, W, attn_prepared,
+                                       self.norm1, True)
+        t = torch.ops.edgevit.mlp_fused_prepared(t, mlp_prepared, float(self.norm2.eps), True)
+        return t.reshape(B, H, W, N).permute(0, 3, 1, 2)
 
     def _fused_attn(self, x: Tensor, H: int, W: int) -> Optional[Tensor]:
         """x + attn(norm1(x)) as one edgevit::lgl_fused_prepared call (norm1 folded in), or None
@@ -572,24 +611,37 @@ class PatchEmbed(nn.Module):
         self._prepared = None  # rebuilt on the next eval-mode call
         return super().train(mode)
 
-    def _fusable(self, x: Tensor) -> bool:
+    def _fusable_config(self) -> bool:
+        """The configuration part of _fusable: a non-overlapping square patch conv + LayerNorm."""
         p, proj = self.proj.kernel_size, self.proj
         return (self.fuse_eval and p[0] == p[1] and proj.stride == p and proj.padding == (0, 0)
                 and proj.dilation == (1, 1) and proj.groups == 1
-                and proj.padding_mode == "zeros" and isinstance(self.norm, nn.LayerNorm)
+                and proj.padding_mode == "zeros" and isinstance(self.norm, nn.LayerNorm))
+
+    def _fusable(self, x: Tensor) -> bool:
+        p, proj = self.proj.kernel_size, self.proj
+        return (self._fusable_config()
                 and x.dim() == 4 and x.shape[-2] >= p[0] and x.shape[-1] >= p[1]
                 and _eval_fast_path(self, x, (proj.weight, proj.bias, self.norm.weight,
                                               self.norm.bias))
                 and _kernels_unavailable(x, proj.weight.dtype) is None)
 
+    def _prepared_weight(self, x: Tensor) -> Tensor:
+        """The patch_embed_prepare buffer of proj; cached (see _eval_cached)."""
+        w, b = self.proj.weight, self.proj.bias
+        return _eval_cached(self, "_prepared", [w, b], x,
+                            lambda: _load_kernels().patch_embed_prepare(w, b))
+
+    def forward_prepared(self, x: Tensor, prepared: Tensor) -> Tensor:
+        """conv + LayerNorm as one patch_embed_prepared call, no checks (the eval fast path);
+        the result is channels_last."""
+        w, norm = self.proj.weight, self.norm
+        return torch.ops.edgevit.patch_embed_prepared(
+            x, prepared, w.shape[0], w.shape[2], True, norm.weight, norm.bias, float(norm.eps))
+
     def forward(self, x):
         if self._fusable(x):
-            w, b = self.proj.weight, self.proj.bias
-            prepared = _eval_cached(self, "_prepared", [w, b], x,
-                                    lambda: _load_kernels().patch_embed_prepare(w, b))
-            return torch.ops.edgevit.patch_embed_prepared(
-                x, prepared, w.shape[0], w.shape[2], True, self.norm.weight, self.norm.bias,
-                float(self.norm.eps))  # channels_last
+            return self.forward_prepared(x, self._prepared_weight(x))
         # The output keeps the input's memory format (channels_last maps stay channels_last);
         # the LayerNorm over channels runs on the [B, H, W, C] view (no copy when channels_last).
         fmt = (torch.channels_last if x.dim() == 4 and not x.is_contiguous()
@@ -597,6 +649,101 @@ class PatchEmbed(nn.Module):
         x = self.proj(x)
         x = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return x.contiguous(memory_format=fmt)
+
+
+# ---------------------------------------------------------------------------------------------
+# The eval plan: EdgeVit's whole fast path as a flat list of edgevit op calls.
+
+
+_VERSION = operator.attrgetter("_version")
+_TRAINING = operator.attrgetter("training")
+
+
+class _EvalPlan:
+    """The eval fast path of one ``EdgeVit`` with its prepared weights bound: a flat list of
+    steps, each one block's or one PatchEmbed's ``forward_prepared`` / ``forward_folded``.
+
+    Running the module tree costs its checks in every module on every call (eval mode, autograd,
+    kernels, the cache key of each module's parameters: ~80 us per LocalAgg) plus the module
+    calls; on the 2-core VM that was ~20% of an XS forward at 224 x 224 (4.0 of 19.6 ms, against
+    a flat list of the same op calls, measured interleaved). The plan does those checks once per
+    call for the whole model (``current``): every module in eval mode and without hooks, no
+    module, parameter or buffer replaced, no tensor changed in place (version counters), the
+    same ISA and dtype. When they fail it is rebuilt from the modules' own caches
+    (``_eval_cached``: only changed modules prepare again), so it follows the same rules as the
+    module path: see ``GlobalSparseAttn.forward_fused``.
+    """
+
+    def __init__(self, model: "EdgeVit", x: Tensor):
+        self.isa, self.dtype = _load_kernels().cpu_isa(), x.dtype
+        self.modules = list(model.modules())
+        # Flat lists for the per-call checks, compared with C-level map() passes (~0.1 ms for
+        # EdgeViT-S's 337 modules and 385 tensors; Python loops took twice as long).
+        self.hook_dicts = [h for m in self.modules for h in (m._forward_hooks, m._forward_pre_hooks)]
+        self.tensors = [t for m in self.modules
+                        for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
+        slots = [(d, name, obj) for m in self.modules
+                 for d in (m._modules, m._parameters, m._buffers) for name, obj in d.items()]
+        self.slot_dicts = [d for d, _, _ in slots]
+        self.slot_names = [name for _, name, _ in slots]
+        self.slot_objs = [obj for _, _, obj in slots]
+        self.versions = list(map(_VERSION, self.tensors))
+        self.steps = self._build(model, x)
+
+    def eligible(self) -> bool:
+        """No module of the plan is in training mode or has a forward hook or pre-hook."""
+        return not (any(self.hook_dicts) or any(map(_TRAINING, self.modules)))
+
+    @staticmethod
+    def _build(model: "EdgeVit", x: Tensor):
+        """[(fn, stage_end)], or None when some module has no fast path (then the model runs
+        its modules)."""
+        steps = []
+        for embed, blocks in ((model.patch_embed1, model.blocks1),
+                              (model.patch_embed2, model.blocks2),
+                              (model.patch_embed3, model.blocks3),
+                              (model.patch_embed4, model.blocks4)):
+            if not (isinstance(embed, PatchEmbed) and embed._fusable_config()):
+                return None
+            steps.append(partial(embed.forward_prepared, prepared=embed._prepared_weight(x)))
+            for blk in blocks:
+                if not isinstance(blk, LGLBlock):
+                    return None
+                la, sa = blk.LocalAgg, blk.SelfAttn
+                if isinstance(la, LocalAgg):
+                    if not (la.fold_eval and _is_exact_gelu(la.mlp.act)):
+                        return None
+                    steps.append(partial(la.forward_folded,
+                                         folded=la._folded_weights(la._fold_params(), x)))
+                elif not isinstance(la, nn.Identity):
+                    return None
+                if not (isinstance(sa, SelfAttn) and sa._fully_fusable()
+                        and sa.attn._fused_unavailable(x) is None):
+                    return None
+                weights, _ = sa.attn._op_weights()
+                steps.append(partial(sa.forward_prepared,
+                                     attn_prepared=sa.attn._prepared_weights(weights, x, sa.norm1),
+                                     mlp_prepared=sa._mlp_prepared_weights(x)))
+            steps[-1] = (steps[-1], True)  # the stage's output
+        return [st if isinstance(st, tuple) else (st, False) for st in steps]
+
+    def current(self, x: Tensor) -> bool:
+        """Whether the plan still describes the model for x (see the class docstring)."""
+        if x.dtype != self.dtype or _load_kernels().cpu_isa() != self.isa:
+            return False
+        if not all(map(operator.is_, map(dict.get, self.slot_dicts, self.slot_names),
+                       self.slot_objs)):
+            return False
+        return list(map(_VERSION, self.tensors)) == self.versions
+
+    def run(self, x: Tensor) -> list:
+        """The four stage outputs (channels_last maps)."""
+        stages = []
+        for fn, stage_end in self.steps:
+            x = fn(x)
+            if stage_end:
+                stages.append(x)
+        return stages
 
 
 # ---------------------------------------------------------------------------------------------
@@ -653,6 +800,7 @@ class EdgeVit(nn.Module):
         self.head = nn.Linear(embed_dim[-1], num_classes) if num_classes > 0 else nn.Identity()
 
         self.apply(self._init_weights)
+        self._plan = None  # _EvalPlan (eval fast path), built on the first eligible call
         self.set_fused(use_fused)
 
     @staticmethod
@@ -682,6 +830,32 @@ class EdgeVit(nn.Module):
                 m.fuse_eval = self.use_fused
         return self
 
+    def train(self, mode: bool = True):
+        self._plan = None  # rebuilt on the next eligible eval-mode call
+        return super().train(mode)
+
+    def _eval_plan(self, x: Tensor) -> Optional[_EvalPlan]:
+        """The eval plan for this call (built or rebuilt as needed), or None where the module
+        tree must run: not use_fused, training anywhere, autograd needed, not CPU, under
+        torch.compile, no kernel for x, a forward hook or pre-hook on any module (the plan calls
+        no module, so hooks would not fire), inference-tensor parameters (no version counters),
+        or a module without a fast path."""
+        if (not self.use_fused or self.training or x.device.type != "cpu" or x.dim() != 4
+                or torch.compiler.is_compiling() or _global_module_hooks()
+                or _kernels_unavailable(x, self.patch_embed1.proj.weight.dtype) is not None):
+            return None
+        if torch.is_grad_enabled() and (x.requires_grad
+                                        or any(p.requires_grad for p in self.parameters())):
+            return None
+        plan = self._plan
+        if plan is None or not plan.current(x):
+            if any(t.is_inference() for t in self.parameters()) or any(
+                    t.is_inference() for t in self.buffers()):
+                return None
+            plan = _EvalPlan(self, x)
+            self._plan = plan
+        return plan if plan.steps is not None and plan.eligible() else None
+
     @torch.jit.ignore
     def no_weight_decay(self):
         return {"pos_embed", "cls_token"}
@@ -700,7 +874,12 @@ class EdgeVit(nn.Module):
 
         With ``use_fused`` in eval mode on CPU (no autograd) the maps are kept channels_last, so
         the token layout of the attention blocks is a view of them (no transposes), and the
-        LocalAgg BatchNorms are folded (cached; see LocalAgg)."""
+        LocalAgg BatchNorms are folded (cached; see LocalAgg). There the modules' op calls run as
+        one flat list (_EvalPlan), checked once per call instead of in every module."""
+        plan = self._eval_plan(x) if x.dim() == 4 and min(x.shape[-2:]) >= 32 else None
+        if plan is not None:
+            stages = plan.run(x)
+            return stages if return_stages else self.pre_logits(self.norm(stages[-1]))
         if (self.use_fused and not self.patch_embed1._fusable(x) and _eval_fast_path(self, x, ())
                 and _kernels_unavailable(x, self.patch_embed1.proj.weight.dtype) is None):
             x = x.contiguous(memory_format=torch.channels_last)  # (the fused PatchEmbed's
