@@ -80,7 +80,7 @@ enum Epilogue { kStore, kGelu, kAddR };
 
 using TileFn = void (*)(int64_t K, const float* A, int64_t lda, const float* B, int64_t ps,
                         const __m256* init, float* C, int64_t ldc, int64_t nlast,
-                        const float* R, int64_t ldr);
+                        const float* R, int64_t ldr, const char* pf, int64_t pf_step);
 
 // Epilogue EP on the accumulator v of columns [0, 8) at c (r: the same columns of R); lanes
 // outside `m` are not stored, so R is read only where they are set.
@@ -101,7 +101,7 @@ static inline __attribute__((always_inline)) __m256 epilogue(__m256 v, const flo
 template <int MR, int NV, int EP>
 void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict B,
           int64_t ps, const __m256* init, float* __restrict C, int64_t ldc, int64_t nlast,
-          const float* __restrict R, int64_t ldr) {
+          const float* __restrict R, int64_t ldr, const char* pf, int64_t pf_step) {
   static_assert(MR >= 1 && MR <= 12 && NV >= 1 && NV <= 3, "tile shape");
   const __m256 i0 = init[0], i1 = NV > 1 ? init[1] : i0, i2 = NV > 2 ? init[2] : i0;
 #define EDGEVIT_DECL(r) __m256 c##r##_0 = i0, c##r##_1 = i1, c##r##_2 = i2;
@@ -109,6 +109,7 @@ void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __rest
 #undef EDGEVIT_DECL
   const float* b = B;
   for (int64_t k = 0; k < K; ++k, b += kNR) {
+    _mm_prefetch(pf + k * pf_step, _MM_HINT_T1);  // the next panel group (GroupPrefetch)
     const __m256 b0 = _mm256_loadu_ps(b);
     const __m256 b1 = NV > 1 ? _mm256_loadu_ps(b + ps) : b0;
     const __m256 b2 = NV > 2 ? _mm256_loadu_ps(b + 2 * ps) : b0;
@@ -183,10 +184,14 @@ void gemm_ep(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const
     const TileFn* tiles = Tiles<EP>::all[nv];
     const int64_t blocks = (M + kMRMax[nv] - 1) / kMRMax[nv];
     const int64_t base = M / blocks, extra = M % blocks;
+    // Panels of the next group, into L2 while this one runs (GroupPrefetch).
+    const int64_t next = panels - p - nv < kMaxNV ? panels - p - nv : kMaxNV;
+    const GroupPrefetch pf(Bp + (next ? p + nv : p) * ps, next * ps * int64_t(sizeof(float)),
+                           blocks, K);
     for (int64_t blk = 0, m0 = 0; blk < blocks; ++blk) {
       const int64_t mr = base + (blk < extra ? 1 : 0);
       tiles[mr](K, A + m0 * lda, lda, Bp + p * ps, ps, init, C + m0 * ldc + n0, ldc, nlast,
-                R + m0 * ldr + n0, ldr);
+                R + m0 * ldr + n0, ldr, pf.at(blk), pf.step);
       m0 += mr;
     }
     p += nv;
