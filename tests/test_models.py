@@ -283,6 +283,25 @@ def test_fused_matches_reference_float32(name, hw, monkeypatch):
     assert err <= F32_RTOL * scale, f"max |diff| {err:.3g} vs logit scale {scale:.3g}"
 
 
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_fused_logits_and_top1_on_64_inputs(name):
+    # Issue 5's acceptance bar, on the eval fast path (inference mode, as the benchmarks run):
+    # 64 random 224x224 inputs, fused logits within 1e-3 (max abs, fp32) of the reference's and
+    # the same top-1 class for every input.
+    ref, fused = _pair(name)
+    g = torch.Generator().manual_seed(64)
+    worst, agree = 0.0, 0
+    with torch.inference_mode():
+        for _ in range(4):
+            x = torch.randn(16, 3, 224, 224, generator=g)
+            y_ref, y = ref(x), fused(x)
+            worst = max(worst, (y - y_ref).abs().max().item())
+            agree += int((y.argmax(1) == y_ref.argmax(1)).sum())
+    assert fused._plan is not None and fused._plan.steps is not None  # the plan served them
+    assert worst <= 1e-3, f"max |d logits| {worst:.3g}"
+    assert agree == 64, f"top-1 agreement {agree}/64"
+
+
 def _attns(model):
     return [m for m in model.modules() if isinstance(m, GlobalSparseAttn)]
 
