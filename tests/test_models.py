@@ -742,3 +742,23 @@ def test_eval_plan_keeps_hooks_firing():
     with torch.no_grad():
         assert fused._eval_plan(x) is not None  # back on the plan
         torch.testing.assert_close(fused(x), y, rtol=0, atol=0)
+
+
+def test_eval_plan_under_no_grad_returns_normal_tensors():
+    # Under no_grad the plan runs its ops in inference mode; what it returns are ordinary tensors
+    # (in-place edits and autograd use later work), bitwise equal to the inference-mode result.
+    _, fused = _pair("edgevit_xxs")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        y_im = fused(x)
+        s_im = fused.forward_features(x, return_stages=True)
+    with torch.no_grad():
+        y = fused(x)
+        stages = fused.forward_features(x, return_stages=True)
+    assert not y.is_inference() and not any(s.is_inference() for s in stages)
+    assert torch.equal(y, y_im) and all(torch.equal(a, b) for a, b in zip(stages, s_im))
+    assert all(s.is_contiguous(memory_format=torch.channels_last) for s in stages)
+    y.add_(1.0)  # allowed: not an inference tensor
+    w = torch.ones(1000, requires_grad=True)
+    (stages[-1].sum() * w.sum()).backward()  # usable in a later autograd graph
+    assert w.grad is not None
