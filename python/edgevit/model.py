@@ -705,7 +705,7 @@ class _EvalPlan:
                               (model.patch_embed4, model.blocks4)):
             if not (isinstance(embed, PatchEmbed) and embed._fusable_config()):
                 return None
-            steps.append(partial(embed.forward_prepared, prepared=embed._prepared_weight(x)))
+            stage = [partial(embed.forward_prepared, prepared=embed._prepared_weight(x))]
             for blk in blocks:
                 if not isinstance(blk, LGLBlock):
                     return None
@@ -713,7 +713,7 @@ class _EvalPlan:
                 if isinstance(la, LocalAgg):
                     if not (la.fold_eval and _is_exact_gelu(la.mlp.act)):
                         return None
-                    steps.append(partial(la.forward_folded,
+                    stage.append(partial(la.forward_folded,
                                          folded=la._folded_weights(la._fold_params(), x)))
                 elif not isinstance(la, nn.Identity):
                     return None
@@ -721,11 +721,11 @@ class _EvalPlan:
                         and sa.attn._fused_unavailable(x) is None):
                     return None
                 weights, _ = sa.attn._op_weights()
-                steps.append(partial(sa.forward_prepared,
+                stage.append(partial(sa.forward_prepared,
                                      attn_prepared=sa.attn._prepared_weights(weights, x, sa.norm1),
                                      mlp_prepared=sa._mlp_prepared_weights(x)))
-            steps[-1] = (steps[-1], True)  # the stage's output
-        return [st if isinstance(st, tuple) else (st, False) for st in steps]
+            steps += [(fn, i == len(stage) - 1) for i, fn in enumerate(stage)]  # True: stage output
+        return steps
 
     def current(self, x: Tensor) -> bool:
         """Whether the plan still describes the model for x (see the class docstring)."""
@@ -836,12 +836,12 @@ class EdgeVit(nn.Module):
 
     def _eval_plan(self, x: Tensor) -> Optional[_EvalPlan]:
         """The eval plan for this call (built or rebuilt as needed), or None where the module
-        tree must run: not use_fused, training anywhere, autograd needed, not CPU, under
-        torch.compile, no kernel for x, a forward hook or pre-hook on any module (the plan calls
+        tree must run: not use_fused, training anywhere, autograd needed, not CPU, x not a map
+        of at least 32 x 32, under torch.compile, no kernel for x, a forward hook or pre-hook on any module (the plan calls
         no module, so hooks would not fire), inference-tensor parameters (no version counters),
         or a module without a fast path."""
         if (not self.use_fused or self.training or x.device.type != "cpu" or x.dim() != 4
-                or torch.compiler.is_compiling() or _global_module_hooks()
+                or min(x.shape[-2:]) < 32 or torch.compiler.is_compiling() or _global_module_hooks()
                 or _kernels_unavailable(x, self.patch_embed1.proj.weight.dtype) is not None):
             return None
         if torch.is_grad_enabled() and (x.requires_grad
@@ -876,7 +876,7 @@ class EdgeVit(nn.Module):
         the token layout of the attention blocks is a view of them (no transposes), and the
         LocalAgg BatchNorms are folded (cached; see LocalAgg). There the modules' op calls run as
         one flat list (_EvalPlan), checked once per call instead of in every module."""
-        plan = self._eval_plan(x) if x.dim() == 4 and min(x.shape[-2:]) >= 32 else None
+        plan = self._eval_plan(x)
         if plan is not None:
             if torch.is_inference_mode_enabled():
                 stages = plan.run(x)
