@@ -68,7 +68,8 @@ inline Tables<double> tables<double>() {
 // magic (one per op), ISA index (kIsaNames), gemm panel width nr, then up to 5 op sizes; the
 // rest is zero. 16 elements (64 bytes for float), so the packed panels after it start on a cache
 // line like the tensor does: with 8, every 64-byte row of a 16-wide panel straddled two lines,
-// and the AVX-512 gemms ran 5-10% slower (measured interleaved on the 2-core Ice Lake VM).
+// and lone AVX-512 gemms ran 5-10% slower (interleaved on the 2-core Ice Lake VM; in a whole
+// model forward the difference was within the noise).
 constexpr int64_t kPreparedHeader = 16;
 
 template <typename T>

@@ -184,10 +184,8 @@ void gemm_ep(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const
     const TileFn* tiles = Tiles<EP>::all[nv];
     const int64_t blocks = (M + kMRMax[nv] - 1) / kMRMax[nv];
     const int64_t base = M / blocks, extra = M % blocks;
-    // Panels of the next group, into L2 while this one runs (GroupPrefetch).
-    const int64_t next = panels - p - nv < kMaxNV ? panels - p - nv : kMaxNV;
-    const GroupPrefetch pf(Bp + (next ? p + nv : p) * ps, next * ps * int64_t(sizeof(float)),
-                           blocks, K);
+    // Panels of the next group, into L2 while this one runs.
+    const GroupPrefetch pf(Bp, p + nv, panels, kMaxNV, ps, blocks, K);
     for (int64_t blk = 0, m0 = 0; blk < blocks; ++blk) {
       const int64_t mr = base + (blk < extra ? 1 : 0);
       tiles[mr](K, A + m0 * lda, lda, Bp + p * ps, ps, init, C + m0 * ldc + n0, ldc, nlast,

@@ -74,21 +74,26 @@ inline int64_t packed_b_size(int64_t K, int64_t N, int64_t nr) {
   return (N + nr - 1) / nr * nr * K;
 }
 
-// Software prefetch of the next panel group, for the SIMD gemms: a gemm runs its panels in
-// groups, each group over all row tiles. Weights larger than L2 (the MLPs of C >= 240) come
-// from L3 when a group starts, so while one group runs, the next group's panels (contiguous
-// after it, `bytes` long at `next`) are prefetched into L2: each of the group's `tiles` row
-// tiles takes an equal share, one prefetch per k step, `step` bytes apart. Row tile t
-// prefetches [at(t), at(t) + K * step), all inside the next group; with no next group (bytes
-// = 0) step is 0 and `next` points at the current group: one repeated, harmless prefetch. Prefetches
-// never fault and are not loads. (Measured on the Ice Lake
-// VM: 8-11% per C = 240 / 384 MLP with weights rotating through L3, 4% per EdgeViT-S forward.)
+// Software prefetch of the next panel group, for the SIMD gemms. A gemm runs its panels in
+// groups (up to max_group panels of ps elements each), each group over all its row tiles.
+// Weights larger than L2 (the MLPs of C >= 240) come from L3 when a group starts, so while one
+// group runs, the next one's panels (contiguous after it) are prefetched into L2: each of the
+// group's `tiles` row tiles takes an equal share, one prefetch per k step, `step` bytes apart.
+// Row tile t prefetches [at(t), at(t) + K * step), all inside the next group. With no next group
+// step is 0 and at(t) is the current group: one repeated, harmless prefetch. Prefetches never
+// fault and are not loads. (Measured on the Ice Lake VM: 8-11% per C = 240 / 384 MLP with
+// weights rotating through L3, 3.7% / 4.5% per EdgeViT-XS / S forward.)
 struct GroupPrefetch {
   const char* base;
   int64_t share, step;
-  GroupPrefetch(const float* next, int64_t bytes, int64_t tiles, int64_t K)
-      : base(reinterpret_cast<const char*>(next)), share(bytes / tiles),
-        step(K > 0 ? share / K : 0) {}
+  // The group after the one that ends at panel `end` of `panels`, in a packed B at Bp.
+  GroupPrefetch(const float* Bp, int64_t end, int64_t panels, int64_t max_group, int64_t ps,
+                int64_t tiles, int64_t K) {
+    const int64_t next = panels - end < max_group ? panels - end : max_group;
+    base = reinterpret_cast<const char*>(Bp + (next ? end : end - 1) * ps);
+    share = next * ps * int64_t(sizeof(float)) / tiles;
+    step = K > 0 ? share / K : 0;
+  }
   const char* at(int64_t tile) const { return base + tile * share; }
 };
 

@@ -47,6 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.modules import module as _torch_module
 
 __all__ = [
     "Mlp", "CMlp", "DropPath", "drop_path", "GlobalSparseAttn", "LocalAgg", "SelfAttn",
@@ -201,8 +202,7 @@ def _eval_fast_path(module: nn.Module, x: Tensor, params) -> bool:
 def _global_module_hooks() -> bool:
     """Whether global forward hooks or pre-hooks are registered for all modules
     (``nn.modules.module.register_module_forward_hook`` and friends)."""
-    from torch.nn.modules import module as _m
-    return bool(_m._global_forward_hooks or _m._global_forward_pre_hooks)
+    return bool(_torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks)
 
 
 def _eval_cached(module: nn.Module, slot: str, params, x: Tensor, build):
