@@ -72,21 +72,25 @@ def main():
            "drifts between runs)." if nruns > 1 else "."),
         "",
         "Times are medians in ms (IQR in brackets). *floor* = plain `torch.mm`/`torch.bmm` for the op's "
-        "four dense products only. *lgl_fused* prepares (packs and folds) the weights on every call; "
-        "*prepared* = `lgl_fused_prepared` with weights prepared once by `lgl_prepare`, which is how "
-        "the fused model runs in eval mode. Speedups and GFLOP/s are given for both as "
-        "lgl_fused / prepared. GFLOP/s = dense FLOPs / median. XS and S share all stage shapes.",
+        "four dense products only. *lgl_fused* as users call it, with the same weights on every "
+        "call: after the first call the prepared (packed and folded) weights come from its weight "
+        "cache, found by a byte comparison of the weights that every call makes. *uncached* = "
+        "lgl_fused with the cache off (`EDGEVIT_WEIGHT_CACHE_MB=0`), preparing the weights on every "
+        "call (its time over the floor in brackets; no target). *prepared* = `lgl_fused_prepared` "
+        "with weights prepared once by `lgl_prepare`, which is how the fused model runs in eval mode. "
+        "Speedups and GFLOP/s are given as lgl_fused / prepared. GFLOP/s = dense FLOPs / median. "
+        "XS and S share all stage shapes.",
         "",
-        "| stage | B | eager | compile | floor | lgl_fused | prepared | vs eager | vs compile "
+        "| stage | B | eager | compile | floor | lgl_fused | uncached | prepared | vs eager | vs compile "
         "| over floor | GFLOP/s (floor) | target |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     chart = []
     worst = {op: {"eager": None, "compile": None, "floor": None} for op in OPS}
     scalar_rows = []
     for (stage, B), r in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         info = r["info"]
-        med = {c: r[c]["median"] * 1e3 for c in ("eager", "compile", "floor") + OPS + ("scalar",) if c in r}
+        med = {c: r[c]["median"] * 1e3 for c in ("eager", "compile", "floor") + OPS + ("uncached", "scalar") if c in r}
         iqr = {c: r[c]["iqr"] * 1e3 for c in med}
         if not all(c in med for c in ("eager", "compile", "floor") + OPS):
             continue
@@ -97,10 +101,11 @@ def main():
         gfl = info["flops"] / (med["floor"] * 1e-3) / 1e9
         ok = {op: targets(info, med["eager"], med["compile"], med["floor"], med[op]) for op in OPS}
         cell = lambda c: f"{med[c]:.3f} ({iqr[c]:.3f})"
+        unc = f"{med['uncached']:.3f} ({med['uncached'] / med['floor']:.2f})" if "uncached" in med else "-"
         both = lambda d, fmt: " / ".join(fmt.format(d[op]) for op in OPS)
         lines.append(
             f"| {stage} | {B} | {cell('eager')} | {cell('compile')} | {cell('floor')} | "
-            f"{cell('lgl_fused')} | {cell('prepared')} | {both(ve, '{:.2f}x')} | {both(vc, '{:.2f}x')} | "
+            f"{cell('lgl_fused')} | {unc} | {cell('prepared')} | {both(ve, '{:.2f}x')} | {both(vc, '{:.2f}x')} | "
             f"{both(vf, '{:.2f}')} | {both(gf, '{:.0f}')} ({gfl:.0f}) | "
             f"{' / '.join('met' if ok[op] else 'MISSED' for op in OPS)} |")
         chart.append((f"{stage} B={B}", med))

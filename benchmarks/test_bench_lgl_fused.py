@@ -6,9 +6,12 @@
 
 One pytest-benchmark group per (stage shape, batch): the official GlobalSparseAttn module in eager
 mode, torch.compile of it, the dense floor (plain torch.mm / torch.bmm for just the op's four
-dense products, on tensors of the same shapes), lgl_fused (weights prepared on every call),
-lgl_fused_prepared (weights prepared once by lgl_prepare, as the fused model runs in eval mode)
-and, at B = 1 on stages with r > 1, lgl_fused forced to the scalar variant (EDGEVIT_CPU_ISA).
+dense products, on tensors of the same shapes), lgl_fused (as users call it: the weights it
+prepares are found again in its weight cache, after a byte comparison, on every call but the
+first), lgl_fused with the cache off (EDGEVIT_WEIGHT_CACHE_MB=0: weights prepared on every
+call), lgl_fused_prepared (weights prepared once by lgl_prepare, as the fused model runs in eval
+mode) and, at B = 1 on stages with r > 1, lgl_fused forced to the scalar variant
+(EDGEVIT_CPU_ISA).
 fp32, all threads, inference mode. XS and S share every stage shape (same widths and head_dim),
 so their rows are one.
 """
@@ -28,7 +31,7 @@ STAGES = [
     ("XS/S-1", 48, 1, 4, 56), ("XS/S-2", 96, 2, 2, 28), ("XS/S-3", 240, 5, 2, 14), ("XS/S-4", 384, 8, 1, 7),
 ]
 BATCHES = [1, 8]
-CONTENDERS = ["eager", "compile", "floor", "lgl_fused", "prepared", "scalar"]
+CONTENDERS = ["eager", "compile", "floor", "lgl_fused", "uncached", "prepared", "scalar"]
 
 
 def _cpu_model() -> str:
@@ -111,6 +114,8 @@ def test_lgl_fused_cpu(benchmark, stage, B, contender, monkeypatch):
         if B != 1 or r == 1:
             pytest.skip("the forced-scalar target is for B = 1, r > 1")
         monkeypatch.setenv("EDGEVIT_CPU_ISA", "scalar")
+    if contender == "uncached":
+        monkeypatch.setenv("EDGEVIT_WEIGHT_CACHE_MB", "0")
     module = make_module(C, heads, r)
     x = torch.randn(B, H * H, C)
     fn = {
@@ -119,6 +124,7 @@ def test_lgl_fused_cpu(benchmark, stage, B, contender, monkeypatch):
         "floor": lambda: dense_floor(module, x, H),
         "lgl_fused": lambda: fused_call(module, H),
         "prepared": lambda: prepared_call(module, H),
+        "uncached": lambda: fused_call(module, H),
         "scalar": lambda: fused_call(module, H),
     }[contender]()
     benchmark.group = f"{label} C={C} heads={heads} r={r} {H}x{H} B={B}"

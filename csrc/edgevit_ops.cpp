@@ -72,4 +72,7 @@ TORCH_LIBRARY(edgevit, m) {
         &edgevit::linear_prepared_numel);
   m.def("cpu_isa() -> str", &edgevit::cpu_isa);
   m.def("supported_cpu_isas() -> str", &edgevit::supported_cpu_isas);
+  // lgl_fused's weight cache on CPU (csrc/lgl_weight_cache.h).
+  m.def("lgl_weight_cache_clear() -> ()", &edgevit::lgl_weight_cache_clear);
+  m.def("lgl_weight_cache_info() -> int[]", &edgevit::lgl_weight_cache_info);
 }

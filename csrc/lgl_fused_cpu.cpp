@@ -18,6 +18,7 @@
 
 #include "cpu/isa.h"
 #include "cpu/lgl_fused.h"
+#include "lgl_weight_cache.h"
 
 namespace edgevit {
 namespace {
@@ -184,10 +185,23 @@ at::Tensor lgl_fused_cpu(const at::Tensor& x, int64_t H, int64_t W, int64_t num_
     // Weights for this one call: the A-tile form where building Wf (R*C*C) would cost more
     // than scaling A (B*H*W*C; see cpu/lgl_fused.cpp).
     const bool a_tile = sr_ratio * sr_ratio * C >= x.size(0) * H * W;
-    at::Tensor prepared = new_prepared(x, C, sr_ratio, tb.gemm.nr, a_tile);
-    prepare_into<scalar_t>(tb.gemm, C, sr_ratio, qkv_weight, qkv_bias, prop_weight, prop_bias,
-                           norm_weight, norm_bias, proj_weight, proj_bias, false, {}, {}, a_tile,
-                           prepared);
+    // Reused from the weight cache when these weights' bytes were prepared before (see
+    // lgl_weight_cache.h); prepared here otherwise.
+    const std::vector<at::Tensor> weights = {
+        qkv_weight.contiguous(), contig(qkv_bias),  contig(prop_weight), contig(prop_bias),
+        contig(norm_weight),     contig(norm_bias), proj_weight.contiguous(), contig(proj_bias)};
+    const LglWeightCache::Key key = {int64_t(x.scalar_type()), isa_index(tb.gemm.name),
+                                     tb.gemm.nr, C, sr_ratio, a_tile};
+    LglWeightCache& cache = LglWeightCache::get();
+    const size_t budget = LglWeightCache::budget();
+    at::Tensor prepared = budget > 0 ? cache.find(key, weights) : at::Tensor();
+    if (!prepared.defined()) {
+      prepared = new_prepared(x, C, sr_ratio, tb.gemm.nr, a_tile);
+      const auto opt = [&](int i) { return weights[i].defined() ? OptTensor(weights[i]) : OptTensor(); };
+      prepare_into<scalar_t>(tb.gemm, C, sr_ratio, weights[0], opt(1), opt(2), opt(3), opt(4),
+                             opt(5), weights[6], opt(7), false, {}, {}, a_tile, prepared);
+      if (budget > 0) cache.insert(key, weights, prepared, budget);
+    }
     forward<scalar_t>(tb, x, H, W, num_heads, sr_ratio, scale, norm_eps, prepared, false, 0.0,
                       false, a_tile, out);
   });
@@ -288,6 +302,10 @@ const cpu::LglUKernels<float>& float_ukernels() {
 std::string cpu_isa() { return float_ukernels().name; }
 
 std::string supported_cpu_isas() { return cpu::supported_isas(); }
+
+void lgl_weight_cache_clear() { LglWeightCache::get().clear(); }
+
+std::vector<int64_t> lgl_weight_cache_info() { return LglWeightCache::get().info(); }
 
 int64_t lgl_prepared_numel(int64_t C, int64_t sr_ratio, c10::ScalarType dtype) {
   TORCH_CHECK(C >= 1 && sr_ratio >= 1, "lgl_prepared_numel: C and sr_ratio must be >= 1, got C = ",

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace edgevit {
 
@@ -16,6 +17,9 @@ namespace edgevit {
 const cpu::LglUKernels<float>& float_ukernels();
 std::string cpu_isa();             // the ISA lgl_fused runs with now (honours EDGEVIT_CPU_ISA)
 std::string supported_cpu_isas();  // every ISA this build can run on this CPU
+// lgl_fused's weight cache (lgl_weight_cache.h): empty it; [entries, bytes, hits, misses].
+void lgl_weight_cache_clear();
+std::vector<int64_t> lgl_weight_cache_info();
 // Elements of the tensor lgl_prepare returns for these C, sr_ratio and dtype with the ISA in use.
 int64_t lgl_prepared_numel(int64_t C, int64_t sr_ratio, c10::ScalarType dtype);
 // Elements of the tensor mlp_prepare returns for these sizes and dtype with the ISA in use.

@@ -22,7 +22,8 @@ from .reference import linear_reference, lgl_reference, mlp_reference, patch_emb
 
 __all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "mlp_fused", "mlp_prepare",
            "mlp_fused_prepared", "patch_embed", "patch_embed_prepare", "patch_embed_prepared",
-           "dwconv", "linear_fused", "linear_prepare", "linear_fused_prepared", "check_args", "cpu_isa", "supported_cpu_isas", "has_kernel_for"]
+           "dwconv", "linear_fused", "linear_prepare", "linear_fused_prepared", "check_args", "cpu_isa", "supported_cpu_isas", "has_kernel_for",
+           "lgl_weight_cache_info", "lgl_weight_cache_clear"]
 
 
 def lgl_fused(
@@ -47,6 +48,7 @@ def lgl_fused(
     ``x`` is ``[B, H*W, C]``; returns a contiguous ``[B, H*W, C]`` tensor of ``x``'s dtype.
     With ``sr_ratio == 1`` the four ``prop_*``/``norm_*`` tensors must be None; with
     ``sr_ratio > 1`` all four are required. See ``edgevit_kernels.reference.lgl_reference``.
+    On CPU the weights prepared for the kernels are cached by content (``lgl_weight_cache_info``).
     """
     return torch.ops.edgevit.lgl_fused.default(
         x, H, W, num_heads, sr_ratio, scale, qkv_weight, qkv_bias, prop_weight, prop_bias,
@@ -118,6 +120,25 @@ def cpu_isa() -> str:
 def supported_cpu_isas() -> list[str]:
     """Every ISA variant this build can run on this CPU, best last."""
     return torch.ops.edgevit.supported_cpu_isas().split(",")
+
+
+def lgl_weight_cache_info() -> dict:
+    """``lgl_fused``'s CPU weight cache: ``entries``, ``bytes`` held, and ``hits`` / ``misses``
+    since the last clear.
+
+    ``lgl_fused`` keeps the weights it prepared (packed and folded) for recent calls, with a
+    byte copy of the weights they came from, and reuses them when a call's weights are equal
+    byte for byte (so an in-place change by any route is a miss, never a stale result; the
+    output is bitwise the same as without the cache). At most 32 entries and
+    ``EDGEVIT_WEIGHT_CACHE_MB`` MiB (default 64; 0 turns it off), least recently used first
+    out. ``lgl_fused_prepared`` and the fused model's eval path do not use it."""
+    entries, nbytes, hits, misses = torch.ops.edgevit.lgl_weight_cache_info()
+    return {"entries": entries, "bytes": nbytes, "hits": hits, "misses": misses}
+
+
+def lgl_weight_cache_clear() -> None:
+    """Empties ``lgl_fused``'s CPU weight cache (see ``lgl_weight_cache_info``)."""
+    torch.ops.edgevit.lgl_weight_cache_clear()
 
 
 def has_kernel_for(device: torch.device) -> bool:

@@ -238,3 +238,73 @@ def test_bad_integer_dtype(dtype):
             if isinstance(t, torch.Tensor):
                 a[i] = t.to(dtype)
     _bad(mutate, r"x must be float32 or float64 on CPU, got")
+
+
+# lgl_fused's weight cache (csrc/lgl_weight_cache.h): reused only for byte-equal weights.
+@pytest.fixture
+def fresh_cache(monkeypatch):
+    monkeypatch.delenv("EDGEVIT_WEIGHT_CACHE_MB", raising=False)
+    edgevit_kernels.lgl_weight_cache_clear()
+    yield
+    edgevit_kernels.lgl_weight_cache_clear()
+
+
+@pytest.mark.parametrize("shape", [(1, 56, 56, 48, 1, 4), (1, 14, 14, 240, 5, 2), (2, 7, 7, 64, 2, 1)], ids=shape_id)
+def test_weight_cache_hits_are_bitwise_equal_to_uncached(shape, fresh_cache, monkeypatch):
+    args = make_args(*shape)
+    first = lgl_fused(*args)
+    again = lgl_fused(*args)
+    info = edgevit_kernels.lgl_weight_cache_info()
+    assert (info["entries"], info["hits"], info["misses"]) == (1, 1, 1)
+    monkeypatch.setenv("EDGEVIT_WEIGHT_CACHE_MB", "0")
+    uncached = lgl_fused(*args)
+    assert edgevit_kernels.lgl_weight_cache_info()["hits"] == 1  # off: neither read nor filled
+    assert torch.equal(first, uncached) and torch.equal(again, uncached)
+
+
+@pytest.mark.parametrize("route", ["inplace", "data", "numpy"])
+def test_weight_cache_never_serves_changed_weights(route, fresh_cache):
+    args = make_args(1, 12, 12, 32, 2, 2)
+    lgl_fused(*args)
+    proj = args[13]
+    if route == "inplace":
+        proj.mul_(-1.0)
+    elif route == "data":  # bypasses the version counter
+        proj.data.copy_(torch.randn_like(proj))
+    else:  # so does a NumPy view
+        proj.numpy()[0, 0] += 1.0
+    torch.testing.assert_close(lgl_fused(*args), lgl_reference(*args), **TOL[torch.float32])
+    assert edgevit_kernels.lgl_weight_cache_info()["misses"] == 2
+
+
+def test_weight_cache_finds_equal_weights_in_new_tensors(fresh_cache):
+    args = make_args(1, 12, 12, 32, 2, 2)
+    out = lgl_fused(*args)
+    copies = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    assert torch.equal(lgl_fused(*copies), out)
+    assert edgevit_kernels.lgl_weight_cache_info()["hits"] == 1
+
+
+def test_weight_cache_keys_on_isa_and_is_bounded(fresh_cache, monkeypatch):
+    args = make_args(1, 8, 8, 16, 2, 2)
+    for isa_name in ISAS:  # the same weights prepared for each ISA: each its own entry
+        monkeypatch.setenv("EDGEVIT_CPU_ISA", isa_name)
+        torch.testing.assert_close(lgl_fused(*args), lgl_reference(*args), **TOL[torch.float32])
+    assert edgevit_kernels.lgl_weight_cache_info()["entries"] == len(ISAS)
+    monkeypatch.delenv("EDGEVIT_CPU_ISA")
+    for seed in range(40):  # more weights than entries: the oldest go
+        lgl_fused(*make_args(1, 8, 8, 16, 2, 2, seed=seed + 1))
+    assert edgevit_kernels.lgl_weight_cache_info()["entries"] == 32
+    monkeypatch.setenv("EDGEVIT_WEIGHT_CACHE_MB", "1")  # 1 MiB: C = 384 entries (4.8 MB) don't fit
+    big = make_args(1, 7, 7, 384, 8, 1)
+    torch.testing.assert_close(lgl_fused(*big), lgl_reference(*big), **TOL[torch.float32])
+    info = edgevit_kernels.lgl_weight_cache_info()
+    assert info["bytes"] <= 1 << 20 and info["entries"] <= 32
+    edgevit_kernels.lgl_weight_cache_clear()
+    assert edgevit_kernels.lgl_weight_cache_info() == {"entries": 0, "bytes": 0, "hits": 0, "misses": 0}
+
+
+def test_weight_cache_bad_budget_is_a_clear_error(fresh_cache, monkeypatch):
+    monkeypatch.setenv("EDGEVIT_WEIGHT_CACHE_MB", "lots")
+    with pytest.raises(RuntimeError, match="EDGEVIT_WEIGHT_CACHE_MB: expected a whole number of MiB >= 0"):
+        lgl_fused(*make_args(1, 8, 8, 16, 2, 2))

@@ -87,6 +87,28 @@ struct WeightsLayout {
   }
 };
 
+// The folded output's epilogue bookkeeping for sampled tokens [m0, m0 + rows) and offsets
+// [d0, d0 + nd) (row k = m * nd + t of the task's acc): each token's index in the map (tok, -1
+// where its window is cropped), its output row (dst, null if cropped) and its LayerNorm scale
+// (sc, from rstd rows of R starting at offset d0). By value, so nothing is reloaded per token.
+template <typename T>
+void place_tokens(int64_t m0, int64_t rows, int64_t d0, int64_t nd, int64_t H, int64_t W,
+                  int64_t r, int64_t C, const int64_t* di, const int64_t* dj, const T* rstd,
+                  T* out, int64_t* tok, T** dst, T* sc) {
+  const int64_t w = ceil_div(W, r), R = r * r;
+  int64_t i = m0 / w, j = m0 % w;  // window of row m, advanced without a division
+  for (int64_t m = 0; m < rows; ++m) {
+    for (int64_t t = 0; t < nd; ++t) {
+      const int64_t yy = i * r + di[d0 + t], xx = j * r + dj[d0 + t], k = m * nd + t;
+      const int64_t tk = yy < H && xx < W ? yy * W + xx : -1;
+      tok[k] = tk;
+      dst[k] = tk >= 0 ? out + tk * C : nullptr;
+      sc[k] = rstd[m * R + t];
+    }
+    if (++j == w) j = 0, ++i;
+  }
+}
+
 }  // namespace
 
 int64_t lgl_weights_size(int64_t C, int64_t r, int64_t nr, bool a_tile) {
@@ -298,7 +320,12 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
     const Blocks orows(n, kOutRows);
     parallel_for(groups * B * orows.count, [&](int64_t begin, int64_t end) {
       Scratch<T> acc(orows.size * dg * C), at(a_tile ? orows.size * C : 1);
-      std::vector<T*> dst(dg);
+      // Per task, the place and LayerNorm scale of each of its rows * nd tokens (in acc's row
+      // order), so its epilogue is one scale_rows call: per-token bookkeeping between calls cost
+      // more than the scaling itself at C = 48 (XS stage 1 runs one offset per task).
+      std::vector<T*> dst(orows.size * dg);
+      Scratch<T> sc(orows.size * dg);
+      std::vector<int64_t> tok(orows.size * dg);  // the token's index in the map, or -1 (cropped)
       std::vector<int64_t> di(R), dj(R);  // offset d = (di, dj) in its window: no division per token
       for (int64_t t = 0; t < R; ++t) di[t] = t / r, dj[t] = t % r;
       for (int64_t task = begin; task < end; ++task) {
@@ -318,21 +345,13 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
         } else {
           uk.gemm(rows, nd * C, C, ym, C, out_wp + d0 * C * C, kb + d0 * C, acc.data(), nd * C);
         }
-        for (int64_t m = 0; m < rows; ++m) {
-          const int64_t i = (m0 + m) / w, j = (m0 + m) % w;
-          for (int64_t t = 0; t < nd; ++t) {
-            const int64_t yy = i * r + di[d0 + t], xx = j * r + dj[d0 + t];
-            dst[t] = yy < H && xx < W ? a.out + (b * N + yy * W + xx) * C : nullptr;
-          }
-          uk.scale_rows(nd, C, acc.data() + m * nd * C, rstd + (b * n + m0 + m) * R + d0, e,
-                        dst.data());
-          if (!a.residual) continue;
-          for (int64_t t = 0; t < nd; ++t) {
-            if (!dst[t]) continue;
-            const int64_t tok = (i * r + di[d0 + t]) * W + j * r + dj[d0 + t];
-            row_uk->add(C, a.x + b * a.x_sb + tok * a.x_sn, dst[t]);
-          }
-        }
+        place_tokens(m0, rows, d0, nd, H, W, r, C, di.data(), dj.data(),
+                     rstd + (b * n + m0) * R + d0, a.out + b * N * C, tok.data(), dst.data(),
+                     sc.data());
+        uk.scale_rows(rows * nd, C, acc.data(), sc.data(), e, dst.data());
+        if (a.residual)
+          for (int64_t k = 0; k < rows * nd; ++k)
+            if (tok[k] >= 0) row_uk->add(C, a.x + b * a.x_sb + tok[k] * a.x_sn, dst[k]);
       }
     });
   } else {
