@@ -4,8 +4,9 @@
 
 Per (stage, batch): median and IQR of each contender, the op's speedup over eager and
 torch.compile, its time over the dense floor, achieved GFLOP/s (dense FLOPs / median), and the
-issue-3 targets checked on these numbers. Given several runs, each cell comes from the run with
-the median median of that cell.
+issue-3 targets checked on these numbers. Given several runs, each time cell comes from the run
+with the median median of that cell, and each ratio is the median over runs of the ratio
+measured within one run (the contenders of a shape run back to back).
 """
 from __future__ import annotations
 
@@ -17,36 +18,47 @@ from collections import defaultdict
 
 def load(paths):
     """Rows keyed by (stage, B): per contender the stats of the run with the median median
-    (one run: that run's; three runs: the middle one), so a burst of load on this shared VM
-    during one run does not decide a ratio."""
+    (one run: that run's; three runs: the middle one), and per contender the list of its
+    medians run by run (None where a run lacks it), so ratios can be taken within each run."""
     runs = []
     for path in paths:
         with open(path) as f:
             runs.append(json.load(f))
     per = defaultdict(lambda: defaultdict(list))
+    by_run = defaultdict(lambda: defaultdict(lambda: [None] * len(runs)))
     info = {}
-    for data in runs:
+    for i, data in enumerate(runs):
         for b in data["benchmarks"]:
             e = b["extra_info"]
             key = (e["stage"], e["B"])
             info.setdefault(key, e)
             per[key][e["contender"]].append(b["stats"])
+            by_run[key][e["contender"]][i] = b["stats"]["median"] * 1e3
     rows = defaultdict(dict)
     for key, contenders in per.items():
         rows[key]["info"] = info[key]
+        rows[key]["by_run"] = by_run[key]
         for c, stats in contenders.items():
             stats = sorted(stats, key=lambda st: st["median"])
             rows[key][c] = stats[(len(stats) - 1) // 2]
     return runs[-1], rows, len(runs)
 
 
-def targets(info, eager, compile_, floor, fused):
+def run_ratio(by_run, num, den):
+    """num / den measured side by side within each run, the median over runs (the lower
+    middle one for an even count): this VM's speed drifts between runs, and a ratio of cells
+    taken from different runs would mix machine states."""
+    r = sorted(a / b for a, b in zip(by_run[num], by_run[den]) if a is not None and b is not None)
+    return r[(len(r) - 1) // 2]
+
+
+def targets(info, vs_eager, vs_compile, over_floor):
     """Issue 3: B=1 & r>1: >=4x eager and compile unless that means < 1.2x floor (then <=1.2x floor);
     every shape: <= 1.5x floor."""
-    ok = fused <= 1.5 * floor
+    ok = over_floor <= 1.5
     if info["B"] == 1 and info["r"] > 1:
-        for base in (eager, compile_):
-            ok &= base / fused >= 4.0 or fused <= 1.2 * floor
+        for v in (vs_eager, vs_compile):
+            ok &= v >= 4.0 or over_floor <= 1.2
     return ok
 
 
@@ -68,8 +80,11 @@ def main():
         f"ISA `{first['isa']}`, torch {first['torch']}, Python {mi.get('python_version', '?')}; fp32, "
         "inference mode, the contenders of each shape back to back in one pytest-benchmark run "
         "(`benchmarks/test_bench_lgl_fused.py`, rendered by `benchmarks/render_cpu.py`)"
-        + (f"; {nruns} runs, each cell the run with the median median (this VM's speed "
-           "drifts between runs)." if nruns > 1 else "."),
+        + (f"; {nruns} runs. Each time is the run with the median median; each ratio (speedups, "
+           "over floor, and the targets checked on them) is the median over the runs of that ratio "
+           "measured within one run, where the contenders of a shape ran back to back seconds "
+           "apart (this VM's speed drifts between runs, so a ratio of times from different runs "
+           "would mix machine states)." if nruns > 1 else "."),
         "",
         "Times are medians in ms (IQR in brackets). *floor* = plain `torch.mm`/`torch.bmm` for the op's "
         "four dense products only. *lgl_fused* as users call it, with the same weights on every "
@@ -94,14 +109,15 @@ def main():
         iqr = {c: r[c]["iqr"] * 1e3 for c in med}
         if not all(c in med for c in ("eager", "compile", "floor") + OPS):
             continue
-        ve = {op: med["eager"] / med[op] for op in OPS}
-        vc = {op: med["compile"] / med[op] for op in OPS}
-        vf = {op: med[op] / med["floor"] for op in OPS}
+        br = r["by_run"]
+        ve = {op: run_ratio(br, "eager", op) for op in OPS}
+        vc = {op: run_ratio(br, "compile", op) for op in OPS}
+        vf = {op: run_ratio(br, op, "floor") for op in OPS}
         gf = {op: info["flops"] / (med[op] * 1e-3) / 1e9 for op in OPS}
         gfl = info["flops"] / (med["floor"] * 1e-3) / 1e9
-        ok = {op: targets(info, med["eager"], med["compile"], med["floor"], med[op]) for op in OPS}
+        ok = {op: targets(info, ve[op], vc[op], vf[op]) for op in OPS}
         cell = lambda c: f"{med[c]:.3f} ({iqr[c]:.3f})"
-        unc = f"{med['uncached']:.3f} ({med['uncached'] / med['floor']:.2f})" if "uncached" in med else "-"
+        unc = f"{med['uncached']:.3f} ({run_ratio(br, 'uncached', 'floor'):.2f})" if "uncached" in med else "-"
         both = lambda d, fmt: " / ".join(fmt.format(d[op]) for op in OPS)
         lines.append(
             f"| {stage} | {B} | {cell('eager')} | {cell('compile')} | {cell('floor')} | "
@@ -116,7 +132,8 @@ def main():
                 w["compile"] = min(vc[op], w["compile"] or vc[op])
             w["floor"] = max(vf[op], w["floor"] or vf[op])
         if "scalar" in med:
-            scalar_rows.append((stage, med["eager"], med["scalar"], iqr["scalar"]))
+            scalar_rows.append((stage, med["eager"], med["scalar"], iqr["scalar"],
+                                run_ratio(br, "eager", "scalar")))
     lines.append("")
     for op in OPS:
         w = worst[op]
@@ -132,9 +149,9 @@ def main():
             "| stage | eager | lgl_fused scalar | vs eager | target |",
             "|---|---|---|---|---|",
         ]
-        for stage, eager, sc, sc_iqr in scalar_rows:
-            lines.append(f"| {stage} | {eager:.3f} | {sc:.3f} ({sc_iqr:.3f}) | {eager / sc:.2f}x | "
-                         f"{'met' if eager / sc >= 1.5 else 'MISSED'} |")
+        for stage, eager, sc, sc_iqr, v in scalar_rows:
+            lines.append(f"| {stage} | {eager:.3f} | {sc:.3f} ({sc_iqr:.3f}) | {v:.2f}x | "
+                         f"{'met' if v >= 1.5 else 'MISSED'} |")
     lines += ["", "![latency chart](cpu.png)", ""]
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "cpu.md"), "w") as fh:
