@@ -12,6 +12,11 @@
 // address) can only cause a miss, never a stale result. The output is bitwise the same with or
 // without the cache, because preparation is deterministic.
 //
+// Only for weights of at most kMaxWeightBytes (C <= ~200 in float32: EdgeViT's stages 1-3 of
+// XXS, 1-2 of XS/S). Above that, comparing the weights reads twice their bytes and leaves the
+// cached buffer cold, which costs what preparing them does (for r = 1 preparing is a packing
+// copy): measured on XS/S stage 4 (C = 384, 2.4 MB of weights), the cached call ran 5-30%
+// slower than preparing every call, and C = 240 / 288 gained nothing.
 // Bounded: least recently used entries go first once there are more than kMaxEntries or their
 // bytes (copy + prepared buffer) exceed EDGEVIT_WEIGHT_CACHE_MB (default 64); 0 turns the cache
 // off. edgevit::lgl_weight_cache_clear() empties it; lgl_weight_cache_info() reports it.
@@ -36,6 +41,7 @@ class LglWeightCache {
   // index, panel width nr, C, sr_ratio, A-tile form.
   using Key = std::array<int64_t, 6>;
   static constexpr size_t kMaxEntries = 32;
+  static constexpr size_t kMaxWeightBytes = size_t(512) << 10;  // a call's weights, in bytes
 
   static LglWeightCache& get() {
     static LglWeightCache cache;

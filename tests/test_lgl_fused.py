@@ -249,7 +249,7 @@ def fresh_cache(monkeypatch):
     edgevit_kernels.lgl_weight_cache_clear()
 
 
-@pytest.mark.parametrize("shape", [(1, 56, 56, 48, 1, 4), (1, 14, 14, 240, 5, 2), (2, 7, 7, 64, 2, 1)], ids=shape_id)
+@pytest.mark.parametrize("shape", [(1, 56, 56, 48, 1, 4), (1, 14, 14, 144, 4, 2), (2, 7, 7, 64, 2, 1)], ids=shape_id)
 def test_weight_cache_hits_are_bitwise_equal_to_uncached(shape, fresh_cache, monkeypatch):
     args = make_args(*shape)
     first = lgl_fused(*args)
@@ -295,11 +295,23 @@ def test_weight_cache_keys_on_isa_and_is_bounded(fresh_cache, monkeypatch):
     for seed in range(40):  # more weights than entries: the oldest go
         lgl_fused(*make_args(1, 8, 8, 16, 2, 2, seed=seed + 1))
     assert edgevit_kernels.lgl_weight_cache_info()["entries"] == 32
-    monkeypatch.setenv("EDGEVIT_WEIGHT_CACHE_MB", "1")  # 1 MiB: C = 384 entries (4.8 MB) don't fit
-    big = make_args(1, 7, 7, 384, 8, 1)
-    torch.testing.assert_close(lgl_fused(*big), lgl_reference(*big), **TOL[torch.float32])
+    monkeypatch.setenv("EDGEVIT_WEIGHT_CACHE_MB", "1")  # 1 MiB: evicts down to it
+    first, second = (make_args(1, 8, 8, 120, 2, 2, seed=s) for s in (100, 101))  # ~0.65 MB entries
+    lgl_fused(*first)
+    lgl_fused(*second)  # the two do not fit in 1 MiB: the first goes
+    assert edgevit_kernels.lgl_weight_cache_info()["bytes"] <= 1 << 20
+    hits, misses = (edgevit_kernels.lgl_weight_cache_info()[k] for k in ("hits", "misses"))
+    lgl_fused(*second)
+    lgl_fused(*first)
     info = edgevit_kernels.lgl_weight_cache_info()
-    assert info["bytes"] <= 1 << 20 and info["entries"] <= 32
+    assert (info["hits"], info["misses"]) == (hits + 1, misses + 1)
+    monkeypatch.delenv("EDGEVIT_WEIGHT_CACHE_MB")
+    big = make_args(1, 7, 7, 384, 8, 1)  # 2.4 MB of weights: over 512 KiB, never cached
+    before = edgevit_kernels.lgl_weight_cache_info()
+    for _ in range(2):
+        torch.testing.assert_close(lgl_fused(*big), lgl_reference(*big), **TOL[torch.float32])
+    after = edgevit_kernels.lgl_weight_cache_info()
+    assert (after["entries"], after["hits"], after["misses"]) == (before["entries"], before["hits"], before["misses"])
     edgevit_kernels.lgl_weight_cache_clear()
     assert edgevit_kernels.lgl_weight_cache_info() == {"entries": 0, "bytes": 0, "hits": 0, "misses": 0}
 
