@@ -193,9 +193,7 @@ at::Tensor lgl_fused_cpu(const at::Tensor& x, int64_t H, int64_t W, int64_t num_
     const LglWeightCache::Key key = {int64_t(x.scalar_type()), isa_index(tb.gemm.name),
                                      tb.gemm.nr, C, sr_ratio, a_tile};
     LglWeightCache& cache = LglWeightCache::get();
-    size_t raw_bytes = 0;
-    for (const at::Tensor& t : weights) raw_bytes += t.defined() ? t.nbytes() : 0;
-    const size_t budget = raw_bytes <= LglWeightCache::kMaxWeightBytes ? LglWeightCache::budget() : 0;
+    const size_t budget = LglWeightCache::budget(weights);
     at::Tensor prepared = budget > 0 ? cache.find(key, weights) : at::Tensor();
     if (!prepared.defined()) {
       prepared = new_prepared(x, C, sr_ratio, tb.gemm.nr, a_tile);

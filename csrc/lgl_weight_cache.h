@@ -6,8 +6,8 @@
 // B = 1. Calls with the same weights are the common case (a module's forward in a loop), so the
 // op keeps what it prepared and reuses it when the weights are the same. "The same" is decided
 // by content alone: each entry keeps a byte copy of the weights it was prepared from, and a call
-// reuses an entry only when every weight compares equal byte for byte (memcmp, a few us: the
-// weights are tens of KB). Data pointers, version counters and tensor identity are never
+// reuses an entry only when every weight compares equal byte for byte (memcmp; 0.5% of the op's
+// profile samples on XS/S stage 1). Data pointers, version counters and tensor identity are never
 // trusted, so an in-place change by any route (`.data`, a NumPy view, a freed and reused
 // address) can only cause a miss, never a stale result. The output is bitwise the same with or
 // without the cache, because preparation is deterministic.
@@ -15,8 +15,8 @@
 // Only for weights of at most kMaxWeightBytes (C <= ~200 in float32: EdgeViT's stages 1-3 of
 // XXS, 1-2 of XS/S). Above that, comparing the weights reads twice their bytes and leaves the
 // cached buffer cold, which costs what preparing them does (for r = 1 preparing is a packing
-// copy): measured on XS/S stage 4 (C = 384, 2.4 MB of weights), the cached call ran 5-30%
-// slower than preparing every call, and C = 240 / 288 gained nothing.
+// copy): measured on XS/S stage 4 (C = 384, 2.4 MB of weights), the cached call ran 4-34%
+// slower than preparing every call (3 runs, B = 1 and 8), and C = 240 / 288 gained nothing.
 // Bounded: least recently used entries go first once there are more than kMaxEntries or their
 // bytes (copy + prepared buffer) exceed EDGEVIT_WEIGHT_CACHE_MB (default 64); 0 turns the cache
 // off. edgevit::lgl_weight_cache_clear() empties it; lgl_weight_cache_info() reports it.
@@ -48,16 +48,19 @@ class LglWeightCache {
     return cache;
   }
 
-  // The budget in bytes for this call (EDGEVIT_WEIGHT_CACHE_MB, re-read so tests and users can
-  // change it at run time); 0 = off.
-  static size_t budget() {
+  // The budget in bytes for a call with these weights (EDGEVIT_WEIGHT_CACHE_MB, re-read so tests
+  // and users can change it at run time); 0 = do not use the cache for this call (off, or the
+  // weights are over kMaxWeightBytes).
+  static size_t budget(const std::vector<at::Tensor>& weights) {
     const char* env = std::getenv("EDGEVIT_WEIGHT_CACHE_MB");
-    if (env == nullptr || *env == '\0') return size_t(64) << 20;
-    char* end = nullptr;
-    const long long mb = std::strtoll(env, &end, 10);
-    TORCH_CHECK(*end == '\0' && mb >= 0, "EDGEVIT_WEIGHT_CACHE_MB: expected a whole number of "
-                "MiB >= 0 (0 turns lgl_fused's weight cache off), got '", env, "'");
-    return size_t(mb) << 20;
+    long long mb = 64;
+    if (env != nullptr && *env != '\0') {
+      char* end = nullptr;
+      mb = std::strtoll(env, &end, 10);
+      TORCH_CHECK(*end == '\0' && mb >= 0, "EDGEVIT_WEIGHT_CACHE_MB: expected a whole number of "
+                  "MiB >= 0 (0 turns lgl_fused's weight cache off), got '", env, "'");
+    }
+    return raw_bytes(weights) > kMaxWeightBytes ? 0 : size_t(mb) << 20;
   }
 
   // The prepared buffer of an entry with this key whose weights equal `weights` (contiguous, or
@@ -80,11 +83,8 @@ class LglWeightCache {
               size_t budget_bytes) {
     Entry e;
     e.key = key;
-    size_t raw = 0;
-    for (const at::Tensor& w : weights) {
-      e.numel.push_back(w.defined() ? w.numel() : -1);
-      raw += w.defined() ? w.nbytes() : 0;
-    }
+    for (const at::Tensor& w : weights) e.numel.push_back(w.defined() ? w.numel() : -1);
+    const size_t raw = raw_bytes(weights);
     e.bytes = raw + prepared.nbytes();
     if (e.bytes > budget_bytes) return;
     e.raw.reset(new char[raw]);
@@ -118,6 +118,12 @@ class LglWeightCache {
   }
 
  private:
+  static size_t raw_bytes(const std::vector<at::Tensor>& weights) {
+    size_t n = 0;
+    for (const at::Tensor& w : weights) n += w.defined() ? w.nbytes() : 0;
+    return n;
+  }
+
   struct Entry {
     Key key;
     std::vector<int64_t> numel;    // per weight; -1 = absent

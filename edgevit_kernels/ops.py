@@ -131,9 +131,9 @@ def lgl_weight_cache_info() -> dict:
     byte for byte (so an in-place change by any route is a miss, never a stale result; the
     output is bitwise the same as without the cache). Only weights of at most 512 KiB are
     cached (C <= ~200 in float32): for larger ones the comparison costs what preparing does.
-    At most 32 entries and
-    ``EDGEVIT_WEIGHT_CACHE_MB`` MiB (default 64; 0 turns it off), least recently used first
-    out. ``lgl_fused_prepared`` and the fused model's eval path do not use it."""
+    At most 32 entries and ``EDGEVIT_WEIGHT_CACHE_MB`` MiB (default 64; 0 turns it off), least
+    recently used first out. ``lgl_fused_prepared`` and the fused model's eval path do not use
+    it."""
     entries, nbytes, hits, misses = torch.ops.edgevit.lgl_weight_cache_info()
     return {"entries": entries, "bytes": nbytes, "hits": hits, "misses": misses}
 

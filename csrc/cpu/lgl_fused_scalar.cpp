@@ -110,9 +110,10 @@ EDGEVIT_NO_TRAPPING_MATH EDGEVIT_ALWAYS_INLINE inline float softmax_exp(float x)
 inline double softmax_exp(double x) { return std::exp(x); }
 
 // The row's max and sum run in kLanes interleaved chains (element j in chain j % kLanes),
-// combined at the end: one chain would wait out an add's latency at every element (2x slower
-// softmax on XXS stage 2), and kLanes chains are what the compiler turns into one vector.
+// combined at the end: one chain waits out an add's latency at every element (softmax was 19.5%
+// of the scalar op's kernel time on XXS stage 2 with one chain, 15.8% with four; perf).
 constexpr int64_t kLanes = 4;
+static_assert(kLanes == 4, "softmax_rows_scalar combines exactly four chains");
 
 template <typename T>
 EDGEVIT_NO_TRAPPING_MATH void softmax_rows_scalar(int64_t M, int64_t N, T scale, T* S, int64_t ld) {
@@ -134,7 +135,7 @@ EDGEVIT_NO_TRAPPING_MATH void softmax_rows_scalar(int64_t M, int64_t N, T scale,
       for (int64_t l = 0; l < kLanes; ++l) sum[l] += s[j + l];
     for (; j < N; ++j) sum[0] += s[j];
     const T inv = T(1) / ((sum[0] + sum[1]) + (sum[2] + sum[3]));
-    for (int64_t j = 0; j < N; ++j) s[j] *= inv;
+    for (j = 0; j < N; ++j) s[j] *= inv;
   }
 }
 
