@@ -223,6 +223,9 @@ float normal() { return std::normal_distribution<float>(0.f, 1.f)(g_rng); }
 // ------------------------------------------------------------------------------------------
 // gemm
 
+int64_t g_gemm_scalar_cases = 0, g_gemm_scalar_failures = 0;
+double g_gemm_scalar_worst = 0;  // err / tol of the scalar gemm vs float64
+
 struct GemmCase {
   int64_t M, N, K, lda, ldc;
   bool bias;
@@ -248,12 +251,51 @@ void test_gemm_case(const GemmCase& gc, const std::vector<const UK*>& isas,
   std::vector<float> Cref(M * N);
   ref.gemm(M, N, K, A.data(), lda, Bref.data(), biasp, Cref.data(), N);
   std::vector<double> bound(M * N);
+  // The scalar table itself (its tiles: full panels, partial and half panels, 1-4 rows) against
+  // float64, within the rigorous bound of K + 1 float additions in any order,
+  // gamma = (K + 1) u / (1 - (K + 1) u), times sum_k |A||B| + |bias|.
+  const double u = std::ldexp(1.0, -24), gamma = (K + 1) * u / (1 - (K + 1) * u);
+  ++g_gemm_scalar_cases;
+  bool scalar_bad = false;
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) {
       double s = biasp ? std::fabs(double(biasp[n])) : 0.0;
-      for (int64_t k = 0; k < K; ++k) s += std::fabs(double(A[m * lda + k]) * Bsrc[k * N + n]);
+      double exact = biasp ? double(biasp[n]) : 0.0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double p = double(A[m * lda + k]) * Bsrc[k * N + n];
+        s += std::fabs(p);
+        exact += p;
+      }
       bound[m * N + n] = 1e-5 * s + 1e-30;
+      const double err = std::fabs(Cref[m * N + n] - exact), tol = gamma * s + 1e-30;
+      g_gemm_scalar_worst = std::max(g_gemm_scalar_worst, err / tol);
+      if (!(err <= tol) && !scalar_bad) {
+        std::printf("FAIL scalar gemm M=%ld N=%ld K=%ld bias=%d: C[%ld,%ld] = %.9g, float64 %.9g "
+                    "(tol %.3g)\n", long(M), long(N), long(K), int(gc.bias), long(m), long(n),
+                    double(Cref[m * N + n]), exact, tol);
+        scalar_bad = true;
+      }
     }
+  // ... and its stores: only columns < N of each row, at the case's ldc.
+  {
+    Guarded Cg((M - 1) * ldc + N);  // the last row's column N-1 touches the guard
+    Cg.fill(canary());
+    CURRENT("scalar gemm M=%ld N=%ld K=%ld lda=%ld ldc=%ld bias=%d", long(M), long(N), long(K),
+            long(lda), long(ldc), int(gc.bias));
+    ref.gemm(M, N, K, A.data(), lda, Bref.data(), biasp, Cg.data(), ldc);
+    for (int64_t i = 0; i < Cg.size() && !scalar_bad; ++i) {
+      const bool inside = i % ldc < N;
+      const bool ok = inside ? std::memcmp(&Cg[i], &Cref[i / ldc * N + i % ldc], 4) == 0
+                             : is_canary(Cg[i]);
+      if (!ok) {
+        std::printf("FAIL scalar gemm M=%ld N=%ld K=%ld ldc=%ld: offset %ld %s\n", long(M),
+                    long(N), long(K), long(ldc), long(i),
+                    inside ? "differs from the ldc = N result" : "written outside C");
+        scalar_bad = true;
+      }
+    }
+  }
+  g_gemm_scalar_failures += scalar_bad;
 
   constexpr int64_t kPrefix = 16;
   for (size_t t = 0; t < isas.size(); ++t) {
@@ -1630,7 +1672,9 @@ int main(int argc, char** argv) {
   test_linear_driver(isas, tallies);
   test_dwconv_rows(isas, tallies);
   test_dwconv_forward(isas, tallies);
-  bool ok = g_dwconv_scalar_failures == 0;
+  bool ok = g_dwconv_scalar_failures == 0 && g_gemm_scalar_failures == 0;
+  std::printf("  scalar gemm vs float64: %ld of %ld cases failed, worst err/tol %.3f\n",
+              long(g_gemm_scalar_failures), long(g_gemm_scalar_cases), g_gemm_scalar_worst);
   std::printf("  scalar dwconv vs float64: %ld of %ld cases failed, worst err/tol %.3f\n",
               long(g_dwconv_scalar_failures), long(g_dwconv_scalar_cases), g_dwconv_scalar_worst);
   for (size_t t = 0; t < isas.size(); ++t) {
