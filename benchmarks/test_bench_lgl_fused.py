@@ -1,8 +1,8 @@
 """CPU latency of edgevit::lgl_fused against what a user has today, side by side in one run.
 
-    for i in 1 2 3; do python -m pytest benchmarks/test_bench_lgl_fused.py \
+    for i in 1 2 3 4 5; do python -m pytest benchmarks/test_bench_lgl_fused.py \
         --benchmark-json=benchmarks/results/cpu$i.json; done
-    python benchmarks/render_cpu.py benchmarks/results/cpu[123].json
+    python benchmarks/render_cpu.py benchmarks/results/cpu[1-5].json
 
 One pytest-benchmark group per (stage shape, batch): the official GlobalSparseAttn module in eager
 mode, torch.compile of it, the dense floor (plain torch.mm / torch.bmm for just the op's four
@@ -31,7 +31,8 @@ STAGES = [
     ("XS/S-1", 48, 1, 4, 56), ("XS/S-2", 96, 2, 2, 28), ("XS/S-3", 240, 5, 2, 14), ("XS/S-4", 384, 8, 1, 7),
 ]
 BATCHES = [1, 8]
-CONTENDERS = ["eager", "compile", "floor", "lgl_fused", "uncached", "prepared", "scalar"]
+CONTENDERS = ["eager", "compile", "floor", "lgl_fused", "uncached", "prepared", "scalar",
+              "scalar_gemm"]
 
 
 def _cpu_model() -> str:
@@ -80,6 +81,26 @@ def dense_floor(module, x, H):
     return run
 
 
+def proj_flops(C, H):
+    """The projection's FLOPs, [H*W, C] x [C, C]^T: the largest of the op's dense products."""
+    return 2 * H * H * C * C
+
+
+def scalar_gemm_call(module, H):
+    """The projection alone through linear_fused_prepared, weights packed once: under
+    EDGEVIT_CPU_ISA=scalar, the scalar variant's gemm on the op's largest product (large M, K = C),
+    its best case. No op in the scalar variant does its dense FLOPs faster than this rate, so
+    FLOPs / rate is a measured lower bound on the forced-scalar op's time."""
+    C = module.proj.weight.shape[0]
+    y = torch.randn(H * H, C)
+    prepared = edgevit_kernels.linear_prepare(module.proj.weight, module.proj.bias)
+
+    def run(_x):
+        return edgevit_kernels.linear_fused_prepared(y, prepared, C)
+
+    return run
+
+
 def fused_call(module, H):
     m = module
     weights, eps = m._op_weights()
@@ -110,7 +131,7 @@ def prepared_call(module, H):
 @pytest.mark.parametrize("stage", STAGES, ids=[s[0] for s in STAGES])
 def test_lgl_fused_cpu(benchmark, stage, B, contender, monkeypatch):
     label, C, heads, r, H = stage
-    if contender == "scalar":
+    if contender in ("scalar", "scalar_gemm"):
         if B != 1 or r == 1:
             pytest.skip("the forced-scalar target is for B = 1, r > 1")
         monkeypatch.setenv("EDGEVIT_CPU_ISA", "scalar")
@@ -126,15 +147,17 @@ def test_lgl_fused_cpu(benchmark, stage, B, contender, monkeypatch):
         "prepared": lambda: prepared_call(module, H),
         "uncached": lambda: fused_call(module, H),
         "scalar": lambda: fused_call(module, H),
+        "scalar_gemm": lambda: scalar_gemm_call(module, H),
     }[contender]()
     benchmark.group = f"{label} C={C} heads={heads} r={r} {H}x{H} B={B}"
     benchmark.extra_info.update(
         contender=contender, stage=label, B=B, C=C, heads=heads, r=r, H=H,
-        flops=dense_flops(B, C, heads, r, H), isa=edgevit_kernels.cpu_isa(),
+        flops=dense_flops(B, C, heads, r, H), proj_flops=proj_flops(C, H),
+        isa=edgevit_kernels.cpu_isa(),
         threads=torch.get_num_threads(), torch=torch.__version__, cpu=_cpu_model(),
     )
     with torch.inference_mode():
-        if contender not in ("eager", "floor"):
+        if contender not in ("eager", "floor", "scalar_gemm"):
             torch.testing.assert_close(fn(x), module(x, H, H), atol=1e-3, rtol=1e-3)
         for _ in range(3):  # warm-up (and compilation) outside the timed rounds
             fn(x)
