@@ -11,7 +11,8 @@ prepares are found again in its weight cache, after a byte comparison, on every 
 first), lgl_fused with the cache off (EDGEVIT_WEIGHT_CACHE_MB=0: weights prepared on every
 call), lgl_fused_prepared (weights prepared once by lgl_prepare, as the fused model runs in eval
 mode) and, at B = 1 on stages with r > 1, lgl_fused forced to the scalar variant
-(EDGEVIT_CPU_ISA).
+(EDGEVIT_CPU_ISA) next to scalar_gemm, the op's largest dense product alone through the scalar
+variant's gemm: the rate that bounds what the forced-scalar op can reach.
 fp32, all threads, inference mode. XS and S share every stage shape (same widths and head_dim),
 so their rows are one.
 """
@@ -89,8 +90,8 @@ def proj_flops(C, H):
 def scalar_gemm_call(module, H):
     """The projection alone through linear_fused_prepared, weights packed once: under
     EDGEVIT_CPU_ISA=scalar, the scalar variant's gemm on the op's largest product (large M, K = C),
-    its best case. No op in the scalar variant does its dense FLOPs faster than this rate, so
-    FLOPs / rate is a measured lower bound on the forced-scalar op's time."""
+    its best case (the op's other products have fewer rows or K = head_dim), so the op's dense
+    FLOPs / this rate is about the least time the forced-scalar op can take."""
     C = module.proj.weight.shape[0]
     y = torch.randn(H * H, C)
     prepared = edgevit_kernels.linear_prepare(module.proj.weight, module.proj.bias)
