@@ -246,7 +246,7 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
   //    thread then gets whole row blocks, so an odd number of panels (XXS stage 1: 4 + 3) does
   //    not leave one thread the larger half, and a row block is gathered once for all its
   //    columns (whole op, AVX-512, 2 threads, interleaved A/B: 2-4% faster at B = 1 on XXS / XS
-  //    stages 1-3, 4-5% at B = 8 on XXS stages 1-3; the scalar variant within 1%).
+  //    stages 1-3, 3.6-4.8% at B = 8 on XXS stages 1-3; the scalar variant within 1%).
   // A map of at most 64 sampled tokens (EdgeViT's 7x7 and 14x14 stages) is still cut in two
   // row blocks, so that the task count is even and two threads share the phase evenly.
   const Blocks qrows(n, n <= kMaxRows ? kOutRows : kMaxRows), qcols(qkv_panels, kMaxPanels);

@@ -33,8 +33,9 @@ constexpr int64_t kNR = 8;
 // NT columns of the panel are computed: kNR, or kNR / 2 for a last panel of at most kNR / 2
 // columns (d = 36 = 4.5 panels: the attention's products). kFull: all NT columns are stored and
 // bias is non-null, so the compiler also turns the bias loads and the stores into whole vectors
-// (in a micro-benchmark of the driver's shapes on Ice Lake, 5-27% faster than one tile that
-// tests j < nn at every element).
+// (micro-benchmark of 10 of the driver's gemm shapes on Ice Lake, against one tile that tests
+// j < nn at every element: -12% to +27% per shape over two runs, median +14%; the -12% shape
+// gave +11% and +12% on reruns).
 template <typename T, int64_t MR, int64_t NT, bool kFull>
 EDGEVIT_NO_LOOP_VECTORIZE void tile_scalar(int64_t K, const T* A, int64_t lda, const T* panel,
                                            const T* bias, int64_t nn, T* C, int64_t ldc) {
