@@ -35,7 +35,8 @@
 // --,
 // the two-pass statistics of each propagated token (prop_rstd, offsets in vector lanes), and
 // an epilogue that scales each token's C columns, adds e and stores them at the token's place
-// (scale_rows; tokens of a window cropped off the map are dropped). Neither z nor the normalised tokens are ever stored. The
+// (scale_rows, or on the gemm's register tiles where nr divides C: gemm_scatter; tokens of a
+// window cropped off the map are dropped). Neither z nor the normalised tokens are ever stored. The
 // mean is removed exactly by G' (its columns sum to zero up to rounding), so a large common
 // offset in z costs what it costs the reference, which rounds z itself.
 // Intermediates: the workspace (qkv and y, O(h*w*C) per batch element), the prepared weights

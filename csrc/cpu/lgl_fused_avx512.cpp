@@ -24,7 +24,8 @@
 // columns < N (masked loads, which do not fault on masked-off lanes); packed panels are read
 // whole (they are zero-padded to 16 columns); C is written only at rows < M, columns < N
 // (masked store on the group's last vector); gemm_add reads R where it stores C (the same
-// masks). softmax_rows touches only elements < N of each row:
+// masks); gemm_scatter stores like C into its non-null destination rows, reading e with the
+// same masks. softmax_rows touches only elements < N of each row:
 // the remainder of a row is handled with masked loads and stores. prop_rstd reads pwt rows
 // with masked loads (R % 16 tail) and y only at rows < M (a short token group repeats its
 // first row); scale_rows masks its channel tail. pack_weight_t reads W only at rows < N,
@@ -69,20 +70,23 @@ static inline __m512 opaque(__m512 v) {
 // gemm
 
 // What a tile does to its accumulators before storing them (LglUKernels: gemm, gemm_gelu,
-// gemm_add).
-enum Epilogue { kStore, kGelu, kAddR };
+// gemm_add, gemm_scatter).
+enum Epilogue { kStore, kGelu, kAddR, kScatter };
 
 using TileFn = void (*)(int64_t K, const float* A, int64_t lda, const float* B, int64_t ps,
                         const __m512* init, float* C, int64_t ldc, __mmask16 last,
-                        const float* R, int64_t ldr, const char* pf, int64_t pf_step);
+                        const GemmEpArgs& ep, const char* pf, int64_t pf_step);
 
-// Epilogue EP on the accumulator v of columns [0, 16) at c (r: the same columns of R); lanes
-// outside `m` are not stored, so R is read only where they are set.
+// Epilogue EP on the accumulator v of columns [0, 16) at c (r: the same columns of R; s, ev:
+// kScatter's row scale and the columns' e); lanes outside `m` are not stored, so R and e are
+// read only where they are set.
 template <int EP>
 static inline __attribute__((always_inline)) __m512 epilogue(__m512 v, const float* r,
-                                                             __mmask16 m) {
+                                                             __mmask16 m, __m512 s,
+                                                             const float* ev) {
   if constexpr (EP == kGelu) return gelu512(v);
   if constexpr (EP == kAddR) return _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, r));
+  if constexpr (EP == kScatter) return _mm512_fmadd_ps(v, s, _mm512_maskz_loadu_ps(m, ev));
   return v;
 }
 
@@ -95,7 +99,7 @@ static inline __attribute__((always_inline)) __m512 epilogue(__m512 v, const flo
 template <int MR, int NV, int EP>
 void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict B,
           int64_t ps, const __m512* init, float* __restrict C, int64_t ldc, __mmask16 last,
-          const float* __restrict R, int64_t ldr, const char* pf, int64_t pf_step) {
+          const GemmEpArgs& ep, const char* pf, int64_t pf_step) {
   static_assert(MR >= 1 && MR <= 14 && NV >= 1 && NV <= 3, "tile shape");
   const __m512 i0 = init[0], i1 = NV > 1 ? init[1] : i0, i2 = NV > 2 ? init[2] : i0;
 #define EDGEVIT_DECL(r) __m512 c##r##_0 = i0, c##r##_1 = i1, c##r##_2 = i2;
@@ -119,20 +123,27 @@ void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __rest
   }
 #define EDGEVIT_STORE(r)                                                              \
   if constexpr (MR > r) {                                                            \
-    float* c = C + r * ldc;                                                          \
-    const float* rr = R + r * ldr;                                                   \
+    float* c = EP == kScatter ? ep.dst[r] : C + r * ldc;                             \
+    if (EP == kScatter && c) c += ep.n0;                                             \
+    const float* rr = EP == kAddR ? ep.R + r * ep.ldr : c;                           \
+    const float* ev = EP == kScatter ? ep.e : c;                                     \
+    const __m512 s = EP == kScatter ? _mm512_set1_ps(ep.scale[r]) : i0;              \
     const __mmask16 full = 0xFFFF;                                                   \
-    if constexpr (NV == 1)                                                           \
-      _mm512_mask_storeu_ps(c, last, epilogue<EP>(c##r##_0, rr, last));              \
-    if constexpr (NV == 2) {                                                         \
-      _mm512_storeu_ps(c, epilogue<EP>(c##r##_0, rr, full));                         \
-      _mm512_mask_storeu_ps(c + kNR, last, epilogue<EP>(c##r##_1, rr + kNR, last));  \
-    }                                                                                \
-    if constexpr (NV == 3) {                                                         \
-      _mm512_storeu_ps(c, epilogue<EP>(c##r##_0, rr, full));                         \
-      _mm512_storeu_ps(c + kNR, epilogue<EP>(c##r##_1, rr + kNR, full));             \
-      _mm512_mask_storeu_ps(c + 2 * kNR, last,                                       \
-                            epilogue<EP>(c##r##_2, rr + 2 * kNR, last));             \
+    if (EP != kScatter || c) {                                                       \
+      if constexpr (NV == 1)                                                         \
+        _mm512_mask_storeu_ps(c, last, epilogue<EP>(c##r##_0, rr, last, s, ev));     \
+      if constexpr (NV == 2) {                                                       \
+        _mm512_storeu_ps(c, epilogue<EP>(c##r##_0, rr, full, s, ev));                \
+        _mm512_mask_storeu_ps(c + kNR, last,                                         \
+                              epilogue<EP>(c##r##_1, rr + kNR, last, s, ev + kNR));  \
+      }                                                                              \
+      if constexpr (NV == 3) {                                                       \
+        _mm512_storeu_ps(c, epilogue<EP>(c##r##_0, rr, full, s, ev));                \
+        _mm512_storeu_ps(c + kNR, epilogue<EP>(c##r##_1, rr + kNR, full, s, ev + kNR)); \
+        _mm512_mask_storeu_ps(c + 2 * kNR, last,                                     \
+                              epilogue<EP>(c##r##_2, rr + 2 * kNR, last, s,          \
+                                           ev + 2 * kNR));                           \
+      }                                                                              \
     }                                                                                \
   }
   EDGEVIT_ROWS(EDGEVIT_STORE)
@@ -157,10 +168,11 @@ struct Tiles {
 };
 #undef EDGEVIT_T
 
-// The gemm of the table with epilogue EP (R, ldr: kAddR's addend); gemm_ep<kAddR> is gemm_add.
+// The gemm of the table with epilogue EP and its operands (at the gemm's first row and column);
+// gemm_ep<kAddR> is gemm_add, gemm_ep<kScatter> is gemm_scatter (C unused).
 template <int EP>
 void gemm_ep(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
-             const float* bias, const float* R, int64_t ldr, float* C, int64_t ldc) {
+             const float* bias, const GemmEpArgs& ep, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   const int64_t panels = (N + kNR - 1) / kNR, ps = K * kNR;
   for (int64_t p = 0; p < panels;) {
@@ -180,8 +192,12 @@ void gemm_ep(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const
     const GroupPrefetch pf(Bp, p + nv, panels, kMaxNV, ps, blocks, K);
     for (int64_t blk = 0, m0 = 0; blk < blocks; ++blk) {
       const int64_t mr = base + (blk < extra ? 1 : 0);
-      tiles[mr](K, A + m0 * lda, lda, Bp + p * ps, ps, init, C + m0 * ldc + n0, ldc, last,
-                R + m0 * ldr + n0, ldr, pf.at(blk), pf.step);
+      GemmEpArgs t{};
+      if constexpr (EP == kAddR) t.R = ep.R + m0 * ep.ldr + n0, t.ldr = ep.ldr;
+      if constexpr (EP == kScatter)
+        t.scale = ep.scale + m0, t.e = ep.e + n0, t.dst = ep.dst + m0, t.n0 = n0;
+      tiles[mr](K, A + m0 * lda, lda, Bp + p * ps, ps, init,
+                EP == kScatter ? nullptr : C + m0 * ldc + n0, ldc, last, t, pf.at(blk), pf.step);
       m0 += mr;
     }
     p += nv;
@@ -190,12 +206,26 @@ void gemm_ep(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const
 
 void gemm_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
                  const float* bias, float* C, int64_t ldc) {
-  gemm_ep<kStore>(M, N, K, A, lda, Bp, bias, C, 0, C, ldc);
+  gemm_ep<kStore>(M, N, K, A, lda, Bp, bias, GemmEpArgs{}, C, ldc);
 }
 
 void gemm_gelu_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                       const float* Bp, const float* bias, float* C, int64_t ldc) {
-  gemm_ep<kGelu>(M, N, K, A, lda, Bp, bias, C, 0, C, ldc);
+  gemm_ep<kGelu>(M, N, K, A, lda, Bp, bias, GemmEpArgs{}, C, ldc);
+}
+
+void gemm_add_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                     const float* Bp, const float* bias, const float* R, int64_t ldr, float* C,
+                     int64_t ldc) {
+  const GemmEpArgs ep{R, ldr, nullptr, nullptr, nullptr, 0};
+  gemm_ep<kAddR>(M, N, K, A, lda, Bp, bias, ep, C, ldc);
+}
+
+void gemm_scatter_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                         const float* Bp, const float* bias, const float* scale, const float* e,
+                         float* const* dst) {
+  const GemmEpArgs ep{nullptr, 0, scale, e, dst, 0};
+  gemm_ep<kScatter>(M, N, K, A, lda, Bp, bias, ep, nullptr, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -432,7 +462,7 @@ const LglUKernels<float> kTable{"avx512",         kNR,
                                 gemm_avx512,      softmax_rows_avx512,
                                 prop_rstd_avx512, scale_rows_avx512,
                                 pack_weight_t_avx512, gemm_gelu_avx512,
-                                gemm_ep<kAddR>};
+                                gemm_add_avx512,  gemm_scatter_avx512};
 
 }  // namespace
 

@@ -19,7 +19,8 @@
 // Invariants (no out-of-bounds access): A is read only at rows < M and columns < K (the 4-wide
 // loads only for k + 3 < K); bias only at columns < N; packed panels are read whole (they are
 // zero-padded to 8 columns); C is written only at rows < M, columns < N (a partial last panel
-// goes through a register-sized temporary; gemm_add reads R there with load_partial).
+// goes through a register-sized temporary; gemm_add reads R there with load_partial; gemm_scatter
+// stores like C into its non-null destination rows and reads e like R).
 // softmax_rows / scale_rows touch only elements < N /
 // < C of each row: a row's last N % 4 elements go through a temporary; so do prop_rstd's last
 // R % 4 offsets. pack_weight_t reads W only at rows < N, columns < K and writes only its panels.
@@ -63,20 +64,24 @@ static inline float32x4_t opaque(float32x4_t v) {
 // gemm
 
 // What a tile does to its accumulators before storing them (LglUKernels: gemm, gemm_gelu,
-// gemm_add).
-enum Epilogue { kStore, kGelu, kAddR };
+// gemm_add, gemm_scatter).
+enum Epilogue { kStore, kGelu, kAddR, kScatter };
 
 using TileFn = void (*)(int64_t K, const float* A, int64_t lda, const float* B,
                         const float* init, float* C, int64_t ldc, int64_t nlast,
-                        const float* R, int64_t ldr);
+                        const GemmEpArgs& ep);
 
 // Epilogue EP on the accumulator v of 4 columns whose first n (<= 4; none if n <= 0) are stored;
-// r: the same columns of R, read only there.
+// r: the same columns of R; s, ev: kScatter's row scale and the columns' e. R and e are read
+// only at stored columns.
 template <int EP>
 static inline __attribute__((always_inline)) float32x4_t epilogue(float32x4_t v, const float* r,
-                                                                  int64_t n) {
+                                                                  int64_t n, float32x4_t s,
+                                                                  const float* ev) {
   if constexpr (EP == kGelu) return gelu_neon4(v);
   if constexpr (EP == kAddR) return vaddq_f32(v, n >= 4 ? vld1q_f32(r) : load_partial(r, n));
+  if constexpr (EP == kScatter)
+    return vfmaq_f32(n >= 4 ? vld1q_f32(ev) : load_partial(ev, n), v, s);
   return v;
 }
 
@@ -86,7 +91,7 @@ static inline __attribute__((always_inline)) float32x4_t epilogue(float32x4_t v,
 template <int MR, int EP>
 void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict B,
           const float* init, float* __restrict C, int64_t ldc, int64_t nlast,
-          const float* __restrict R, int64_t ldr) {
+          const GemmEpArgs& ep) {
   static_assert(MR >= 1 && MR <= kMRMax, "tile shape");
   const float32x4_t i0 = vld1q_f32(init), i1 = vld1q_f32(init + 4);
 #define EDGEVIT_DECL(r) float32x4_t c##r##_0 = i0, c##r##_1 = i1;
@@ -127,25 +132,39 @@ void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __rest
     EDGEVIT_ROWS(EDGEVIT_FMA_N)
 #undef EDGEVIT_FMA_N
   }
+  // Row r's destination (kScatter: dst[r] + n0, or null: skipped), addend row and scale.
+#define EDGEVIT_ROW_ARGS(r)                                                        \
+  float* c = EP == kScatter ? ep.dst[r] : C + r * ldc;                            \
+  if (EP == kScatter && c) c += ep.n0;                                            \
+  const float* rr = EP == kAddR ? ep.R + r * ep.ldr : c;                          \
+  const float* ev = EP == kScatter ? ep.e : c;                                    \
+  const float32x4_t s = EP == kScatter ? vdupq_n_f32(ep.scale[r]) : i0;
   if (nlast == kNR) {
-#define EDGEVIT_STORE(r)                                                      \
-    if constexpr (MR > r) {                                                  \
-      vst1q_f32(C + r * ldc, epilogue<EP>(c##r##_0, R + r * ldr, 4));        \
-      vst1q_f32(C + r * ldc + 4, epilogue<EP>(c##r##_1, R + r * ldr + 4, 4)); \
+#define EDGEVIT_STORE(r)                                                          \
+    if constexpr (MR > r) {                                                      \
+      EDGEVIT_ROW_ARGS(r)                                                        \
+      if (EP != kScatter || c) {                                                 \
+        vst1q_f32(c, epilogue<EP>(c##r##_0, rr, 4, s, ev));                      \
+        vst1q_f32(c + 4, epilogue<EP>(c##r##_1, rr + 4, 4, s, ev + 4));          \
+      }                                                                          \
     }
     EDGEVIT_ROWS(EDGEVIT_STORE)
 #undef EDGEVIT_STORE
   } else {
-#define EDGEVIT_STORE_PART(r)                                                 \
-    if constexpr (MR > r) {                                                  \
-      float t[kNR];                                                          \
-      vst1q_f32(t, epilogue<EP>(c##r##_0, R + r * ldr, nlast));              \
-      vst1q_f32(t + 4, epilogue<EP>(c##r##_1, R + r * ldr + 4, nlast - 4)); \
-      for (int64_t j = 0; j < nlast; ++j) C[r * ldc + j] = t[j];             \
+#define EDGEVIT_STORE_PART(r)                                                     \
+    if constexpr (MR > r) {                                                      \
+      EDGEVIT_ROW_ARGS(r)                                                        \
+      if (EP != kScatter || c) {                                                 \
+        float t[kNR];                                                            \
+        vst1q_f32(t, epilogue<EP>(c##r##_0, rr, nlast, s, ev));                  \
+        vst1q_f32(t + 4, epilogue<EP>(c##r##_1, rr + 4, nlast - 4, s, ev + 4));  \
+        for (int64_t j = 0; j < nlast; ++j) c[j] = t[j];                         \
+      }                                                                          \
     }
     EDGEVIT_ROWS(EDGEVIT_STORE_PART)
 #undef EDGEVIT_STORE_PART
   }
+#undef EDGEVIT_ROW_ARGS
 }
 #undef EDGEVIT_ROWS
 
@@ -157,10 +176,11 @@ struct Tiles {
                                              tile<6, EP>, tile<7, EP>, tile<8, EP>};
 };
 
-// The gemm of the table with epilogue EP (R, ldr: kAddR's addend); gemm_ep<kAddR> is gemm_add.
+// The gemm of the table with epilogue EP and its operands (at the gemm's first row and column);
+// gemm_ep<kAddR> is gemm_add, gemm_ep<kScatter> is gemm_scatter (C unused).
 template <int EP>
 void gemm_ep(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
-             const float* bias, const float* R, int64_t ldr, float* C, int64_t ldc) {
+             const float* bias, const GemmEpArgs& ep, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   const int64_t panels = (N + kNR - 1) / kNR;
   const int64_t blocks = (M + kMRMax - 1) / kMRMax;
@@ -171,8 +191,12 @@ void gemm_ep(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const
     for (int64_t j = 0; j < kNR; ++j) init[j] = (bias && j < nn) ? bias[n0 + j] : 0.f;
     for (int64_t blk = 0, m0 = 0; blk < blocks; ++blk) {
       const int64_t mr = base + (blk < extra ? 1 : 0);
-      Tiles<EP>::all[mr](K, A + m0 * lda, lda, Bp + p * K * kNR, init, C + m0 * ldc + n0, ldc,
-                         nn, R + m0 * ldr + n0, ldr);
+      GemmEpArgs t{};
+      if constexpr (EP == kAddR) t.R = ep.R + m0 * ep.ldr + n0, t.ldr = ep.ldr;
+      if constexpr (EP == kScatter)
+        t.scale = ep.scale + m0, t.e = ep.e + n0, t.dst = ep.dst + m0, t.n0 = n0;
+      Tiles<EP>::all[mr](K, A + m0 * lda, lda, Bp + p * K * kNR, init,
+                         EP == kScatter ? nullptr : C + m0 * ldc + n0, ldc, nn, t);
       m0 += mr;
     }
   }
@@ -180,12 +204,26 @@ void gemm_ep(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const
 
 void gemm_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
                const float* bias, float* C, int64_t ldc) {
-  gemm_ep<kStore>(M, N, K, A, lda, Bp, bias, C, 0, C, ldc);
+  gemm_ep<kStore>(M, N, K, A, lda, Bp, bias, GemmEpArgs{}, C, ldc);
 }
 
 void gemm_gelu_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                     const float* Bp, const float* bias, float* C, int64_t ldc) {
-  gemm_ep<kGelu>(M, N, K, A, lda, Bp, bias, C, 0, C, ldc);
+  gemm_ep<kGelu>(M, N, K, A, lda, Bp, bias, GemmEpArgs{}, C, ldc);
+}
+
+void gemm_add_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                   const float* Bp, const float* bias, const float* R, int64_t ldr, float* C,
+                   int64_t ldc) {
+  const GemmEpArgs ep{R, ldr, nullptr, nullptr, nullptr, 0};
+  gemm_ep<kAddR>(M, N, K, A, lda, Bp, bias, ep, C, ldc);
+}
+
+void gemm_scatter_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                       const float* Bp, const float* bias, const float* scale, const float* e,
+                       float* const* dst) {
+  const GemmEpArgs ep{nullptr, 0, scale, e, dst, 0};
+  gemm_ep<kScatter>(M, N, K, A, lda, Bp, bias, ep, nullptr, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -343,7 +381,7 @@ const LglUKernels<float> kTable{"neon",         kNR,
                                 gemm_neon,      softmax_rows_neon,
                                 prop_rstd_neon, scale_rows_neon,
                                 pack_weight_t_neon, gemm_gelu_neon,
-                                gemm_ep<kAddR>};
+                                gemm_add_neon,  gemm_scatter_neon};
 
 }  // namespace
 

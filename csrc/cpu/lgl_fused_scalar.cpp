@@ -231,7 +231,7 @@ const LglUKernels<T>& scalar_ukernels() {
                                     gemm_scalar<T>,   softmax_rows_scalar<T>,
                                     prop_rstd_scalar<T>, scale_rows_scalar<T>,
                                     pack_weight_t_scalar<T>, gemm_gelu_scalar<T>,
-                                    gemm_add_scalar<T>};
+                                    gemm_add_scalar<T>, nullptr};
   return table;
 }
 

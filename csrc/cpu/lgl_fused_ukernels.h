@@ -64,6 +64,14 @@ struct LglUKernels {
                     const T* bias, T* C, int64_t ldc);
   void (*gemm_add)(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* Bp,
                    const T* bias, const T* R, int64_t ldr, T* C, int64_t ldc);
+
+  // gemm with scale_rows as its epilogue (the folded projection of lgl_fused, r > 1): for m < M
+  // with dst[m] non-null and n < N,
+  //   dst[m][n] = scale[m] * (bias[n] + sum_k A[m*lda + k] * B(k, n)) + e[n],
+  // the same bits as gemm into a scratch followed by scale_rows, without the scratch's store and
+  // reload. Null where an ISA does not provide it: the driver then does exactly that.
+  void (*gemm_scatter)(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* Bp,
+                       const T* bias, const T* scale, const T* e, T* const* dst);
 };
 
 // Packs B(k, n) = src[k*sk + n*sn] (k < K, n < N) into the panel layout above.
@@ -73,6 +81,19 @@ void pack_b(const T* src, int64_t K, int64_t N, int64_t sk, int64_t sn, int64_t 
 inline int64_t packed_b_size(int64_t K, int64_t N, int64_t nr) {
   return (N + nr - 1) / nr * nr * K;
 }
+
+// The operands of a SIMD gemm's epilogue (gemm_add, gemm_scatter), shared by the ISA files:
+// at the gemm's first row and column, and each tile gets them offset to its own. R: gemm_add's
+// addend (row stride ldr). scale, e, dst: gemm_scatter's, where a tile's row r goes to
+// dst[r] + n0 (n0: the tile's first column; skipped when dst[r] is null).
+struct GemmEpArgs {
+  const float* R;
+  int64_t ldr;
+  const float* scale;
+  const float* e;
+  float* const* dst;
+  int64_t n0;
+};
 
 // Software prefetch of the next panel group, for the SIMD gemms. A gemm runs its panels in
 // groups (up to max_group panels of ps elements each), each group over all its row tiles.

@@ -42,10 +42,12 @@
 //     layernorm_rows  M 1..4 x C 1..70, 96, 144, 240, 384, ldx / ldo > C, with and without the
 //                   affine, ordinary rows and rows of mean 1e4: |o - o_ref| <= 1e-5 (1 + |o_ref|).
 //     add           n = 1..80: bit-exact.
-//     gemm_gelu, gemm_add (gemm table entries, the MLP's epilogues)  M {1..13, 31, 64} x N
-//                   {1..40, 48, 144, 196} x K {1, 5, 36, 144}, lda > K, ldc > N, ldr > N:
-//                   bit-exact vs the same table's gemm followed by gelu / add; nothing written
-//                   outside C's rows, R read only inside (guard page after its last element).
+//     gemm_gelu, gemm_add, gemm_scatter (gemm table entries: the MLP's epilogues, the folded
+//                   projection's)  M {1..13, 31, 64} x N {1..40, 48, 144, 196} x K {1, 5, 36,
+//                   144}, lda > K, ldc > N, ldr > N: bit-exact vs the same table's gemm followed
+//                   by gelu / add / scale_rows; nothing written outside C's rows (gemm_scatter:
+//                   outside its non-null destination rows, each ending at a guard page), R and
+//                   e read only inside (guard page after the last element).
 //     mlp_prepare_weights + mlp_forward  the whole driver with each table vs scalar (M up to
 //                   100, C and hidden with tails, LayerNorm and residual on/off, serial or
 //                   one-task-at-a-time): |o - o_ref| <= 1e-4 (1 + |o_ref|).
@@ -1140,6 +1142,48 @@ void test_gemm_epilogues(bool quick, const std::vector<const UK*>& isas,
                      long(off));
                 break;
               }
+            }
+          }
+          if (!uk.gemm_scatter) continue;
+          // gemm_scatter: the same bits as gemm into a scratch, then scale_rows; each non-null
+          // destination row is its own guarded row (canary prefix, N floats ending at a guard
+          // page); null rows (about a third) are skipped.
+          ++tally.cases;
+          std::vector<float> acc(M * N), scale(M);
+          Guarded e(N);  // read only at columns < N: a guard page follows it
+          for (float& v : scale) v = uniform(0.2f, 5.f);
+          for (int64_t c = 0; c < N; ++c) e[c] = normal();
+          uk.gemm(M, N, K, A.data(), lda, Bp.data(), bias.data(), acc.data(), N);
+          std::vector<float> want(M * N, 0.f);
+          std::vector<float*> want_dst(M), dst(M);
+          GuardedRows out(M, kPrefix + N);
+          for (int64_t m = 0; m < M; ++m) {
+            const bool null_row = (m + N + idx) % 3 == 2;
+            want_dst[m] = null_row ? nullptr : &want[m * N];
+            std::fill(out.row(m), out.row(m) + kPrefix + N, canary());
+            dst[m] = null_row ? nullptr : out.row(m) + kPrefix;
+          }
+          uk.scale_rows(M, N, acc.data(), scale.data(), e.data(), want_dst.data());
+          CURRENT("%s gemm_scatter M=%ld N=%ld K=%ld lda=%ld", uk.name, long(M), long(N),
+                  long(K), long(lda));
+          uk.gemm_scatter(M, N, K, A.data(), lda, Bp.data(), bias.data(), scale.data(),
+                          e.data(), dst.data());
+          for (int64_t m = 0; m < M; ++m) {
+            int64_t bad = -1;
+            for (int64_t i = 0; i < kPrefix + N && bad < 0; ++i) {
+              const int64_t c = i - kPrefix;
+              const bool inside = c >= 0 && dst[m];
+              if (inside ? std::memcmp(&out.row(m)[i], &want[m * N + c], 4) != 0
+                         : !is_canary(out.row(m)[i]))
+                bad = i;
+            }
+            if (bad >= 0) {
+              fail(tally, "gemm_scatter M=%ld N=%ld K=%ld lda=%ld: row %ld%s, column %ld: %s",
+                   long(M), long(N), long(K), long(lda), long(m), dst[m] ? "" : " (null)",
+                   long(bad - kPrefix),
+                   bad >= kPrefix && dst[m] ? "differs from gemm + scale_rows"
+                                            : "written outside its destination");
+              break;
             }
           }
         }
