@@ -361,30 +361,27 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
         const T* ym = y + (b * n + m0) * C;
         T* out = a.out + b * N * C;
         const T* rs = rstd + (b * n + m0) * R + d0;  // the block's LayerNorm scales at offset d0
+        // A-tile form: the block's y rows times pw[d], channel by channel, into at.
+        auto scaled_rows = [&](int64_t d) {
+          const T* p = pw + d * C;
+          for (int64_t m = 0; m < rows; ++m)
+            for (int64_t c = 0; c < C; ++c) at[m * C + c] = ym[m * C + c] * p[c];
+          return at.data();
+        };
         if (scatter) {
           for (int64_t t = 0; t < nd; ++t) {
             const int64_t k0 = t * rows;  // offset d0 + t: entries [k0, k0 + rows)
             place_tokens(m0, rows, d0 + t, 1, H, W, r, C, di.data(), dj.data(), rs + t, out,
                          tok.data() + k0, dst.data() + k0, sc.data() + k0);
-            const T* A = ym;
-            if (a_tile) {
-              const T* p = pw + (d0 + t) * C;
-              for (int64_t m = 0; m < rows; ++m)
-                for (int64_t c = 0; c < C; ++c) at[m * C + c] = ym[m * C + c] * p[c];
-              A = at.data();
-            }
-            uk.gemm_scatter(rows, C, C, A, C, out_wp + (a_tile ? 0 : (d0 + t) * C * C),
-                            kb + (d0 + t) * C, sc.data() + k0, e, dst.data() + k0);
+            uk.gemm_scatter(rows, C, C, a_tile ? scaled_rows(d0 + t) : ym, C,
+                            out_wp + (a_tile ? 0 : (d0 + t) * C * C), kb + (d0 + t) * C,
+                            sc.data() + k0, e, dst.data() + k0);
           }
         } else {
           if (a_tile) {
-            for (int64_t t = 0; t < nd; ++t) {
-              const T* p = pw + (d0 + t) * C;
-              for (int64_t m = 0; m < rows; ++m)
-                for (int64_t c = 0; c < C; ++c) at[m * C + c] = ym[m * C + c] * p[c];
-              uk.gemm(rows, C, C, at.data(), C, out_wp, kb + (d0 + t) * C, acc.data() + t * C,
-                      nd * C);
-            }
+            for (int64_t t = 0; t < nd; ++t)
+              uk.gemm(rows, C, C, scaled_rows(d0 + t), C, out_wp, kb + (d0 + t) * C,
+                      acc.data() + t * C, nd * C);
           } else {
             uk.gemm(rows, nd * C, C, ym, C, out_wp + d0 * C * C, kb + d0 * C, acc.data(),
                     nd * C);
