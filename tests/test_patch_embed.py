@@ -16,12 +16,13 @@ from edgevit_kernels import (patch_embed, patch_embed_prepare, patch_embed_prepa
 ISAS = edgevit_kernels.supported_cpu_isas()
 
 # (B, Cin, H, W, Cout, p): the four PatchEmbeds of XXS and of XS/S at 224x224, then awkward ones
-# (channel tails, sides p does not divide, one patch, p = 1).
+# (channel tails, sides p does not divide, one patch, p = 1; p = 4 and 2, the patch sizes gathered
+# with compile-time copies, with blocks of 32 pixels that cross rows and images).
 EDGEVIT_SHAPES = [(1, 3, 224, 224, 36, 4), (1, 36, 56, 56, 72, 2), (1, 72, 28, 28, 144, 2),
                   (1, 144, 14, 14, 288, 2), (1, 3, 224, 224, 48, 4), (1, 48, 56, 56, 96, 2),
                   (1, 96, 28, 28, 240, 2), (1, 240, 14, 14, 384, 2)]
 AWKWARD_SHAPES = [(2, 5, 9, 11, 17, 3), (1, 1, 1, 1, 1, 1), (3, 7, 8, 8, 33, 2), (1, 2, 5, 5, 3, 5),
-                  (2, 16, 6, 7, 40, 1)]
+                  (2, 16, 6, 7, 40, 1), (3, 3, 18, 23, 20, 4), (2, 4, 13, 9, 12, 4)]
 
 
 @pytest.fixture(params=ISAS)
