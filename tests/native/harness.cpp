@@ -39,8 +39,8 @@
 //     gelu          n = 1..80 and 1000 over [-12, 12], plus 0, +-tiny, +-inf and NaN:
 //                   |g - g_ref| <= 4e-7 (1 + |x|) vs scalar's std::erf (SIMD erf: 4.5e-7 abs);
 //                   NaN where scalar has NaN.
-//     layernorm_rows  M 1..4 x C 1..70, 96, 144, 240, 384, ldx / ldo > C, with and without the
-//                   affine, ordinary rows and rows of mean 1e4: |o - o_ref| <= 1e-5 (1 + |o_ref|).
+//     layernorm_rows  M 1..5, 7, 9 x C 1..70, 96, 144, 240, 384, ldx / ldo > C, with and without
+//                   the affine, ordinary rows and rows of mean 1e4: |o - o_ref| <= 1e-5 (1 + |o_ref|).
 //     add           n = 1..80: bit-exact.
 //     gemm_gelu, gemm_add, gemm_scatter (gemm table entries: the MLP's epilogues, the folded
 //                   projection's)  M {1..13, 31, 64} x N {1..40, 48, 144, 196} x K {1, 5, 36,
@@ -1244,7 +1244,7 @@ void test_mlp_ukernels(const std::vector<const UK*>& isas, std::vector<Tally>& t
   std::vector<int64_t> Cs;
   for (int64_t C = 1; C <= 70; ++C) Cs.push_back(C);
   for (int64_t C : {96, 144, 240, 384}) Cs.push_back(C);
-  for (int64_t M = 1; M <= 4; ++M)
+  for (int64_t M : {1, 2, 3, 4, 5, 7, 9})  // whole groups of 4 rows (AVX-512) and the rest
     for (int64_t C : Cs)
       for (int large_mean = 0; large_mean < 2; ++large_mean) {
         const int64_t ldx = C + (M + C) % 3, ldo = C + (C % 2) * 5;
