@@ -97,14 +97,16 @@ void gemm_add_scalar(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, c
   for (int64_t m = 0; m < M; ++m) scalar_mlp_ukernels<T>().add(N, R + m * ldr, C + m * ldc);
 }
 
-// exp for softmax. float: the SIMD kernels' algorithm (Cephes: x = n ln2 + r, degree-5
-// polynomial, 2^n as two exact power-of-two factors so denormal results and 0 are right; NaN
-// stays NaN; ~1 ulp), branch-free so the compiler vectorises the softmax loop; double: std::exp.
-// GCC if-converts the clamps (and so vectorises) only without -ftrapping-math, which changes no
-// result: it only lets a comparison of a NaN that cannot trap here run unconditionally.
+// exp for softmax, of x = s - (the row's max): x <= 0 or NaN. float: the SIMD kernels' algorithm
+// (Cephes: x = n ln2 + r, degree-5 polynomial, 2^n as two exact power-of-two factors so denormal
+// results and 0 are right; NaN stays NaN; ~1 ulp), branch-free so the compiler vectorises the
+// softmax loop; double: std::exp. GCC if-converts the clamp (and so vectorises) only without
+// -ftrapping-math, which changes no result: it only lets a comparison of a NaN that cannot trap
+// here run unconditionally. x <= 0 needs no upper clamp (the SIMD kernels' exp, for any x, clamps
+// at 89 too): GCC turned each clamp into selects on the result, and without the upper one the
+// scalar softmax is 18% faster, the same bits (3.3 -> 2.7 ns per element, 196 x 196, Ice Lake).
 EDGEVIT_NO_TRAPPING_MATH EDGEVIT_ALWAYS_INLINE inline float softmax_exp(float x) {
   x = x < -104.0f ? -104.0f : x;  // exp(-104) rounds to 0 (NaN compares false: stays NaN)
-  x = x > 89.0f ? 89.0f : x;      // exp(89) overflows
   // round(x log2 e) to nearest (even): adding and removing 1.5 * 2^23 (|x log2 e| < 2^22), a
   // form the compiler keeps (no -ffast-math) and vectorises, unlike a libm call.
   const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
