@@ -40,7 +40,8 @@
 //                   |g - g_ref| <= 4e-7 (1 + |x|) vs scalar's std::erf (SIMD erf: 4.5e-7 abs);
 //                   NaN where scalar has NaN.
 //     layernorm_rows  M 1..5, 7, 9 x C 1..70, 96, 144, 240, 384, ldx / ldo > C, with and without
-//                   the affine, ordinary rows and rows of mean 1e4: |o - o_ref| <= 1e-5 (1 + |o_ref|).
+//                   the affine, ordinary rows and rows of mean 1e4:
+//                   |o - o_ref| <= 1e-5 (1 + |o_ref|).
 //     add           n = 1..80: bit-exact.
 //     gemm_gelu, gemm_add, gemm_scatter (gemm table entries: the MLP's epilogues, the folded
 //                   projection's)  M {1..13, 31, 64} x N {1..40, 48, 144, 196} x K {1, 5, 36,
