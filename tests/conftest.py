@@ -4,8 +4,17 @@ import sys
 
 import pytest
 
+import torch
+
 # Make tests/ importable as a flat module directory (lgl_samples, official_state_dict_keys).
 sys.path.insert(0, os.path.dirname(__file__))
+
+# Set before any test module imports the Triton kernels (the interpreter switch is read when a
+# kernel is decorated): without CUDA they run in Triton's interpreter on CPU tensors. One fixed
+# launch config under test; test_lgl_fused_triton.py turns autotuning on where it tests it.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("EDGEVIT_TRITON_AUTOTUNE", "0")
 
 # Tests whose outcome depends on the ISA's sizes (panel widths, packed-blob sizes, cache budgets)
 # or its bits (determinism, plans): `.ci/run` runs them again with EDGEVIT_CPU_ISA forced to each
