@@ -53,6 +53,10 @@ ISA_FLAGS = {
     "_neon.cpp": [],  # NEON is the aarch64 baseline
 }
 BASE_FLAGS = ["-O3", "-fvisibility=hidden"]
+# Python's own CFLAGS, which every extension build starts from, often carry -g; debug info for
+# torch's headers takes most of the compile time and most of the library's size.
+# `setup.py build_ext --debug` keeps it.
+NO_DEBUG_INFO = ["-g0"]
 
 
 def _rel(pattern):
@@ -73,9 +77,10 @@ class BuildISALibraries(build_clib):
     def build_libraries(self, libraries):
         cxx = shlex.split(os.environ.get("CXX", "c++"))  # what BuildExtension compiles with
         self.compiler.set_executable("compiler_so", cxx + list(self.compiler.compiler_so[1:]))
+        no_g = [] if self.debug else NO_DEBUG_INFO
         with ThreadPoolExecutor(_max_jobs()) as pool:
             jobs = [(name, [pool.submit(self.compiler.compile, [src], output_dir=self.build_temp,
-                                        extra_postargs=info["cflags"], debug=self.debug)
+                                        extra_postargs=info["cflags"] + no_g, debug=self.debug)
                             for src in info["sources"]])
                     for name, info in libraries]
             objects = [(name, [o for job in js for o in job.result()]) for name, js in jobs]
@@ -89,6 +94,12 @@ class BuildExt(BuildExtension):
     def run(self):
         self.run_command("build_clib")
         super().run()
+
+    def build_extension(self, ext):
+        if not self.debug:
+            args = ext.extra_compile_args
+            ext.extra_compile_args = dict(args, cxx=list(args["cxx"]) + NO_DEBUG_INFO)
+        super().build_extension(ext)
 
 
 openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
