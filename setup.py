@@ -1,81 +1,130 @@
-"""Build of edgevit-kernels: the C++ extension edgevit_kernels._C and the two Python packages.
+"""Build of the C++ extension edgevit_kernels._C (the package metadata is in pyproject.toml).
 
-Build without isolation so pip uses the torch already installed (the extension must match it):
+The extension must be compiled against the torch it will run with, so install torch first and
+build without build isolation:
 
-    pip install --no-build-isolation -e .
+    pip install torch
+    pip install ninja                            # optional: a parallel build
+    pip install --no-build-isolation -e .        # or `.`; a wheel: `pip wheel --no-build-isolation --no-deps .`
 
-Only the per-ISA micro-kernel files get ISA flags (see ISA_FLAGS); everything else is built for
-the baseline of the target, so one build runs on any CPU of that architecture and picks its
-kernels at run time (no whole-build host -march flag).
+With ninja the compile runs MAX_JOBS jobs at once (default: one per core); without it, one.
+
+Only the per-ISA micro-kernel files (csrc/**/*_avx2.cpp, *_avx512.cpp, *_neon.cpp: they include
+no torch header) get ISA flags: each ISA's files are compiled, with that ISA's flags, into a
+static library (build_clib) that is linked into the extension. Everything else, *_scalar.cpp
+included, is built for the baseline of the target, so one build runs on any CPU of its
+architecture and picks its kernels at run time (never a whole-build -march).
 """
 import glob
 import os
 import platform
+import shlex
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
+import setuptools
 from setuptools import setup
-from torch.utils.cpp_extension import BuildExtension, CppExtension
+from setuptools.command.build_clib import build_clib
+
+if int(setuptools.__version__.split(".")[0]) < 77:
+    sys.exit(f"edgevit-kernels: the build needs setuptools >= 77 (found {setuptools.__version__}): "
+             "pip install -U 'setuptools>=77'")
+
+try:
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension
+except ImportError as e:
+    sys.exit(
+        f"edgevit-kernels: torch is not importable in this build environment ({e}). The C++ "
+        "extension must be compiled against the torch it will run with, so torch is not a build "
+        "requirement that pip could install into its isolated build environment (that would be "
+        "some other torch). Install torch first, then build without isolation:\n"
+        "    pip install torch\n"
+        "    pip install --no-build-isolation .        (or -e . for a development install)")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 
-# Flags by the file-name suffix of the per-ISA sources (csrc/cpu/*_<isa>.cpp).
+# Flags by the file-name suffix of the per-ISA sources. On an architecture an ISA does not belong
+# to, its files compile (without flags) to null-table stubs.
 ISA_FLAGS = {
     "_avx2.cpp": ["-mavx2", "-mfma"] if X86 else [],
     "_avx512.cpp": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"] if X86 else [],
-    "_neon.cpp": [],  # NEON is the aarch64 baseline; on x86 the file compiles to a stub
+    "_neon.cpp": [],  # NEON is the aarch64 baseline
 }
+BASE_FLAGS = ["-O3", "-fvisibility=hidden"]
+# Python's own CFLAGS, which every extension build starts from, often carry -g; debug info for
+# torch's headers takes most of the compile time and most of the library's size.
+# `setup.py build_ext --debug` keeps it.
+NO_DEBUG_INFO = ["-g0"]
+
+
+def _rel(pattern):
+    return sorted(os.path.relpath(p, HERE)
+                  for p in glob.glob(os.path.join(HERE, pattern), recursive=True))
+
+
+def _max_jobs():
+    jobs = os.environ.get("MAX_JOBS", "")
+    if jobs.isdigit() and int(jobs) > 0:
+        return int(jobs)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class BuildISALibraries(build_clib):
+    """build_clib with the extension's C++ compiler, and every file compiled in parallel."""
+
+    def build_libraries(self, libraries):
+        cxx = shlex.split(os.environ.get("CXX", "c++"))  # what BuildExtension compiles with
+        self.compiler.set_executable("compiler_so", cxx + list(self.compiler.compiler_so[1:]))
+        no_g = [] if self.debug else NO_DEBUG_INFO
+        with ThreadPoolExecutor(_max_jobs()) as pool:
+            jobs = [(name, [pool.submit(self.compiler.compile, [src], output_dir=self.build_temp,
+                                        extra_postargs=info["cflags"] + no_g, debug=self.debug)
+                            for src in info["sources"]])
+                    for name, info in libraries]
+            objects = [(name, [o for job in js for o in job.result()]) for name, js in jobs]
+        for name, objs in objects:
+            self.compiler.create_static_lib(objs, name, output_dir=self.build_clib, debug=self.debug)
 
 
 class BuildExt(BuildExtension):
-    """Adds ISA_FLAGS to the files they belong to (hence no ninja: it takes one flag set)."""
+    """BuildExtension (ninja when installed) that first builds the per-ISA libraries it links."""
+
+    def run(self):
+        self.run_command("build_clib")
+        super().run()
 
     def build_extension(self, ext):
-        compile_one = self.compiler._compile
-
-        def compile_with_isa_flags(obj, src, ext_, cc_args, extra_postargs, pp_opts):
-            flags = next((f for suffix, f in ISA_FLAGS.items() if src.endswith(suffix)), [])
-            if isinstance(extra_postargs, dict):
-                extra_postargs = dict(extra_postargs, cxx=list(extra_postargs["cxx"]) + flags)
-            else:
-                extra_postargs = list(extra_postargs) + flags
-            return compile_one(obj, src, ext_, cc_args, extra_postargs, pp_opts)
-
-        self.compiler._compile = compile_with_isa_flags
-        try:
-            super().build_extension(ext)
-        finally:
-            self.compiler._compile = compile_one
+        if not self.debug:
+            args = ext.extra_compile_args
+            ext.extra_compile_args = dict(args, cxx=list(args["cxx"]) + NO_DEBUG_INFO)
+        super().build_extension(ext)
 
 
 openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
-sources = sorted(
-    os.path.relpath(p, HERE)
-    for p in glob.glob(os.path.join(HERE, "csrc", "**", "*.cpp"), recursive=True)
-)
+# The ISA libraries hold no torch code, but they are linked into a torch extension: same C++ ABI.
+abi = [f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
+all_sources = _rel(os.path.join("csrc", "**", "*.cpp"))
+isa_sources = {suffix: [s for s in all_sources if s.endswith(suffix)] for suffix in ISA_FLAGS}
+isa_libraries = [
+    (f"edgevit_cpu{suffix[:-len('.cpp')]}",
+     {"sources": srcs, "cflags": ["-std=c++17", "-fPIC"] + BASE_FLAGS + abi + ISA_FLAGS[suffix]})
+    for suffix, srcs in isa_sources.items() if srcs
+]
+in_libraries = {s for srcs in isa_sources.values() for s in srcs}
 
 setup(
-    name="edgevit-kernels",
-    version="0.1.0",
-    description="Fused CPU (NEON/AVX2/AVX-512) and Triton kernels for EdgeViT's LGL bottleneck",
-    packages=["edgevit_kernels", "edgevit_kernels.triton", "edgevit"],
-    package_dir={"edgevit": "python/edgevit"},
+    libraries=isa_libraries,
     ext_modules=[
         CppExtension(
             "edgevit_kernels._C",
-            sources,
-            extra_compile_args={"cxx": ["-O3", "-fvisibility=hidden"] + openmp},
+            [s for s in all_sources if s not in in_libraries],
+            # so that editing a header or a library source relinks the extension
+            depends=_rel(os.path.join("csrc", "**", "*.h")) + sorted(in_libraries),
+            extra_compile_args={"cxx": BASE_FLAGS + openmp},
             extra_link_args=openmp,
         )
     ],
-    cmdclass={"build_ext": BuildExt.with_options(use_ninja=False)},
-    python_requires=">=3.9",
-    install_requires=["torch>=2.4", "numpy"],
-    extras_require={
-        "gpu": ["triton>=3.2"],
-        # Triton runs the GPU kernels' tests on CPU tensors (TRITON_INTERPRET=1).
-        "test": ["pytest", "hypothesis", "matplotlib", "triton>=3.2; platform_system == 'Linux' and platform_machine == 'x86_64'"],
-        "bench": ["pytest-benchmark", "matplotlib", "onnx", "onnxruntime", "onnxscript", "tqdm"],
-    },
-    entry_points={"console_scripts": ["edgevit-bench=edgevit_kernels.__main__:main"]},
+    cmdclass={"build_clib": BuildISALibraries, "build_ext": BuildExt},
 )

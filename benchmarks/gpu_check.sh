@@ -15,7 +15,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python}"
 RESULTS=benchmarks/results
 LOGS="$RESULTS/logs"
-mkdir -p "$LOGS"
+RAW="$RESULTS/raw"  # raw pytest-benchmark JSON (git-ignored, like the logs)
+mkdir -p "$LOGS" "$RAW"
 BUDGET_S="${BUDGET_S:-465}"
 START=$SECONDS
 # Interpreter mode would silently turn every CUDA test into a skip.
@@ -88,14 +89,14 @@ run_phase tests "$test_limit" \
 # 3. benchmarks (autotuned Triton vs eager vs torch.compile), JSON for the report
 run_phase bench "$(($(remaining) - 20))" \
     env EDGEVIT_TRITON_AUTOTUNE=1 "$PY" -m pytest benchmarks/test_bench_lgl_fused_gpu.py -q \
-    -p no:cacheprovider --benchmark-only --benchmark-json="$RESULTS/gpu.json" \
+    -p no:cacheprovider --benchmark-only --benchmark-json="$RAW/gpu.json" \
     --benchmark-min-rounds=20 --benchmark-max-time=0.2 --benchmark-warmup=on \
     --benchmark-warmup-iterations=5 --benchmark-disable-gc --benchmark-group-by=group \
     --benchmark-sort=name --benchmark-columns=median,iqr,rounds || true
 
 # 4. report (also from a partial JSON)
-if [[ -s "$RESULTS/gpu.json" ]]; then
-    run_phase render 60 "$PY" benchmarks/render_gpu.py "$RESULTS/gpu.json" -o "$RESULTS/gpu.md" || true
+if [[ -s "$RAW/gpu.json" ]]; then
+    run_phase render 60 "$PY" benchmarks/render_gpu.py "$RAW/gpu.json" -o "$RESULTS/gpu.md" || true
     grep -E "met\*\*|^- " "$RESULTS/gpu.md" | sed 's/^/   /' | tee -a "$LOGS/summary.txt" || true
 else
     failed+=("render(no json)")

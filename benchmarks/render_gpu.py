@@ -1,6 +1,6 @@
 """Render the GPU pytest-benchmark JSON into a Markdown report and check the speed targets.
 
-    python benchmarks/render_gpu.py benchmarks/results/gpu.json [-o benchmarks/results/gpu.md] [--strict]
+    python benchmarks/render_gpu.py benchmarks/results/raw/gpu.json [-o benchmarks/results/gpu.md] [--strict]
 
 Targets (Triton op vs the eager reference / torch.compile of it, medians):
   * B=64, bf16, every stage with r > 1: >= 2.0x eager and >= 1.3x compile

@@ -1,8 +1,11 @@
 """CPU latency of edgevit::lgl_fused against what a user has today, side by side in one run.
 
     for i in 1 2 3 4 5; do python -m pytest benchmarks/test_bench_lgl_fused.py \
-        --benchmark-json=benchmarks/results/cpu$i.json; done
-    python benchmarks/render_cpu.py benchmarks/results/cpu[1-5].json
+        --benchmark-json=benchmarks/results/raw/cpu$i.json; done
+    python benchmarks/render_cpu.py benchmarks/results/raw/cpu[1-5].json
+
+The raw JSON goes to the git-ignored benchmarks/results/raw/ (conftest.py creates it); the
+rendered .md and .png beside it are what the repository keeps.
 
 One pytest-benchmark group per (stage shape, batch): the official GlobalSparseAttn module in eager
 mode, torch.compile of it, the dense floor (plain torch.mm / torch.bmm for just the op's four

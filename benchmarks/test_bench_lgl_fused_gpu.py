@@ -1,7 +1,8 @@
 """GPU timing of ``edgevit::lgl_fused``: eager reference vs torch.compile(reference) vs the Triton op.
 
 One pytest-benchmark group per (stage shape, batch, dtype) so the three implementations sit
-side by side; ``benchmarks/render_gpu.py`` turns the ``--benchmark-json`` output into
+side by side; ``benchmarks/render_gpu.py`` turns the ``--benchmark-json`` output
+(git-ignored ``benchmarks/results/raw/gpu.json``) into
 ``benchmarks/results/gpu.md``. Run via ``benchmarks/gpu_check.sh``.
 
 Knobs (environment): BENCH_BATCHES="1,64,256", BENCH_DTYPES="bf16,fp32", BENCH_IMPLS=

@@ -1,8 +1,11 @@
 """Model-level latency of EdgeViT: eager vs use_fused=True vs torch.compile vs ONNX Runtime.
 
     python -m pytest benchmarks/test_bench_model.py --benchmark-min-rounds=20 --benchmark-max-time=2 \
-        --benchmark-json=benchmarks/results/model1.json   (three runs: model1..3.json)
-    python benchmarks/render_model.py benchmarks/results/model[123].json
+        --benchmark-json=benchmarks/results/raw/model1.json   (three runs: model1..3.json)
+    python benchmarks/render_model.py benchmarks/results/raw/model[123].json
+
+The raw JSON goes to the git-ignored benchmarks/results/raw/ (conftest.py creates it); the
+rendered .md and .png beside it are what the repository keeps.
 
 One pytest-benchmark group per (variant, batch): XXS, XS and S at 224x224, B in {1, 8}, random
 weights (``edgevit_kernels.bench.build_model``: O(1) logits), eval mode, fp32, inference mode, all
