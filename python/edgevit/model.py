@@ -454,7 +454,6 @@ class EdgeVit(nn.Module):
             if isinstance(m, GlobalSparseAttn):
                 m.use_fused = self.use_fused
                 m._fallback_warned = warned
-        self._inference_plan = None
         return self
 
     def train(self, mode: bool = True):
