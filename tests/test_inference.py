@@ -327,6 +327,12 @@ def _optimizer_step(m):
     opt.step()
 
 
+def _data_made_inference_tensor(m):  # no version counter: the module tree runs
+    with torch.inference_mode():
+        w = _w(m) * 3.0
+    _w(m).data = w
+
+
 def _replaced_parameter(m):
     m.blocks3[1].SelfAttn.mlp.fc2.weight = nn.Parameter(_w(m).detach() * 3.0)
 
@@ -346,8 +352,8 @@ def _replaced_submodule(m):
 
 
 @pytest.mark.parametrize("write", [_in_place_no_grad, _data_assignment, _vector_to_parameters,
-                                   _load_state_dict, _optimizer_step, _replaced_parameter,
-                                   _running_statistic, _replaced_submodule])
+                                   _load_state_dict, _optimizer_step, _data_made_inference_tensor,
+                                   _replaced_parameter, _running_statistic, _replaced_submodule])
 def test_every_write_path_is_seen(write):
     ref, fused = _pair("edgevit_xxs")
     x = torch.randn(1, 3, 64, 64)

@@ -231,8 +231,11 @@ class InferencePlan:
         """The steps for ``x``, rebuilt when the key changed; None where the model or ``x``
         cannot run on the plan."""
         built = self._built
-        if built is not None and built.key(x) == built.built_key:
-            return built
+        try:
+            if built is not None and built.key(x) == built.built_key:
+                return built
+        except RuntimeError:  # a parameter's data became an inference tensor (no version)
+            pass
         if fused_unavailable(self.model, x) is not None:
             return None
         # A rebuild reuses the prepared weights of every module whose tensors did not change.
