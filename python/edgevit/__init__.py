@@ -1,6 +1,11 @@
 """edgevit: the EdgeViT models (official structure and state_dict keys), with an optional fused
 LGL attention through ``torch.ops.edgevit.lgl_fused`` (package ``edgevit_kernels``, imported
-lazily: ``import edgevit`` works without it)."""
+lazily: ``import edgevit`` works without it).
+
+``inference_plan(model)`` gives the model's inference plan (the whole network on the edgevit CPU
+ops, on weights packed once; ``plan(x)`` gives the logits), which ``model(x)`` of a
+``use_fused`` model in eval mode on CPU without autograd uses by itself; ``refresh(model)``
+rebuilds it after an in-place write through ``.data``."""
 from .model import (
     CMlp,
     DropPath,
@@ -15,8 +20,10 @@ from .model import (
     edgevit_xs,
     edgevit_xxs,
 )
+from .inference import InferencePlan, fused_unavailable, inference_plan, refresh
 
 __all__ = [
     "EdgeVit", "edgevit_xxs", "edgevit_xs", "edgevit_s", "GlobalSparseAttn", "LocalAgg",
     "SelfAttn", "LGLBlock", "PatchEmbed", "Mlp", "CMlp", "DropPath",
+    "InferencePlan", "inference_plan", "refresh", "fused_unavailable",
 ]

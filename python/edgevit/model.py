@@ -9,18 +9,13 @@ Differences from the official code, none of which touches the parameters:
   the sampled map is ``ceil(H/r) x ceil(W/r)`` (exactly what ``AvgPool2d(1, r)`` gives) and the
   ``LocalProp`` output is cropped back to ``H x W`` before the norm. When ``r`` divides the map
   this is the official computation; so any input of at least 32 x 32 works, square or not;
-* ``use_fused``: ``GlobalSparseAttn`` can run as one call of ``torch.ops.edgevit.lgl_fused``
-  (package ``edgevit_kernels``) on its own parameters. See ``GlobalSparseAttn``. In eval mode on
-  CPU without autograd, ``use_fused`` runs the whole network on the edgevit CPU ops: maps stay
-  channels_last (the attention blocks' token layout is then a view, no transposes); PatchEmbed is
-  ``patch_embed``; positional encodings and LocalAgg's 5x5 are ``dwconv``; LocalAgg's 1x1
-  convolutions are ``linear_fused`` with its BatchNorms folded in; every MLP is ``mlp_fused``
-  (BatchNorm / LayerNorm folded into fc1, residual fused); SelfAttn's ``x + attn(norm1(x))`` is
-  one ``lgl_fused_prepared`` call (norm1 folded into qkv, residual fused). Folded and packed
-  weights are cached per module (rebuilt when a parameter or running statistic changes, dropped
-  by ``train()``, never in the ``state_dict``); ``EdgeVit`` runs these op calls as one flat list
-  checked once per call (``_EvalPlan``; the module tree runs instead while any module has a
-  forward hook); the logits equal the reference path's up to float rounding (~1e-5 seen);
+* maps between blocks are channels_last views of the token tensors (no copies), which the next
+  convolution keeps; values are the official ones;
+* ``use_fused``: ``GlobalSparseAttn`` runs as one call of ``torch.ops.edgevit.lgl_fused``
+  (package ``edgevit_kernels``) on its own parameters, in training and inference alike, with
+  autograd. In eval mode on CPU without autograd, ``EdgeVit`` with ``use_fused`` runs its
+  inference plan instead of the module tree (``edgevit.inference``: every block on the edgevit
+  CPU ops, on weights packed once); the logits equal the module tree's up to float rounding;
 * ``forward_features(x, return_stages=True)`` returns the four stage outputs (backbone use).
 
 Fallback policy of the fused path
@@ -38,16 +33,13 @@ filters apply on top of that (the default filter shows an identical message once
 """
 from __future__ import annotations
 
-import operator
 import warnings
 from functools import partial
 from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.modules import module as _torch_module
 
 __all__ = [
     "Mlp", "CMlp", "DropPath", "drop_path", "GlobalSparseAttn", "LocalAgg", "SelfAttn",
@@ -83,6 +75,22 @@ _KERNEL_DTYPES = {
     "cpu": (torch.float32, torch.float64),
     "cuda": (torch.float32, torch.float16, torch.bfloat16),
 }
+
+
+def _kernels_unavailable(x: Tensor, param_dtype: torch.dtype) -> Optional[str]:
+    """None if edgevit_kernels has a kernel for x (device, dtype, the parameters' dtype), else
+    the reason. Where this is not None the fused model runs exactly the reference path."""
+    kernels = _load_kernels()
+    if kernels is None:
+        return f"edgevit_kernels could not be imported ({_kernels_error})"
+    if not kernels.ops.has_kernel_for(x.device):
+        return f"edgevit_kernels has no lgl_fused kernel for device type '{x.device.type}'"
+    dtypes = _KERNEL_DTYPES.get(x.device.type)
+    if dtypes is not None and x.dtype not in dtypes:
+        return f"lgl_fused on '{x.device.type}' does not take dtype {x.dtype}"
+    if param_dtype != x.dtype:
+        return f"the input dtype ({x.dtype}) differs from the parameters' ({param_dtype})"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,92 +167,6 @@ class CMlp(nn.Module):
         return x
 
 
-def _tensor_key(tensors) -> Optional[tuple]:
-    """A key that changes whenever one of ``tensors`` changes in place (version counter), is
-    replaced (identity) or moves (data pointer); None if one is an inference tensor (those have
-    no version counter). None entries are allowed."""
-    key = []
-    for t in tensors:
-        if t is None:
-            key.append(None)
-            continue
-        if t.is_inference():
-            return None
-        key.append((id(t), t.data_ptr(), t._version))
-    return tuple(key)
-
-
-def _kernels_unavailable(x: Tensor, param_dtype: torch.dtype) -> Optional[str]:
-    """None if edgevit_kernels has a kernel for x (device, dtype, the parameters' dtype), else
-    the reason. Where this is not None the fused model runs exactly the reference path."""
-    kernels = _load_kernels()
-    if kernels is None:
-        return f"edgevit_kernels could not be imported ({_kernels_error})"
-    if not kernels.ops.has_kernel_for(x.device):
-        return f"edgevit_kernels has no lgl_fused kernel for device type '{x.device.type}'"
-    dtypes = _KERNEL_DTYPES.get(x.device.type)
-    if dtypes is not None and x.dtype not in dtypes:
-        return f"lgl_fused on '{x.device.type}' does not take dtype {x.dtype}"
-    if param_dtype != x.dtype:
-        return f"the input dtype ({x.dtype}) differs from the parameters' ({param_dtype})"
-    return None
-
-
-def _eval_fast_path(module: nn.Module, x: Tensor, params) -> bool:
-    """Whether the eval-only fast path (prepared / folded weights, cached) may serve this call:
-    eval mode, CPU, no gradient needed, not being traced by torch.compile."""
-    if module.training or x.device.type != "cpu" or torch.compiler.is_compiling():
-        return False
-    return not (torch.is_grad_enabled() and (
-        x.requires_grad or any(p is not None and p.requires_grad for p in params)))
-
-
-def _global_module_hooks() -> bool:
-    """Whether global forward hooks or pre-hooks are registered for all modules
-    (``nn.modules.module.register_module_forward_hook`` and friends)."""
-    return bool(_torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks)
-
-
-def _eval_cached(module: nn.Module, slot: str, params, x: Tensor, build):
-    """``build()`` (eval-time derived weights: folded, packed), cached in ``module.<slot>`` as
-    ``(key, value)``; the key is the kernels' ISA, ``x``'s dtype and ``_tensor_key(params)``, so
-    in-place changes, replaced tensors and ISA switches rebuild it. Built uncached when a
-    parameter is an inference tensor (no version counter)."""
-    key = _tensor_key(params)
-    if key is None:
-        return build()
-    key = (_load_kernels().cpu_isa(), x.dtype, key)
-    cached = getattr(module, slot)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    value = build()
-    setattr(module, slot, (key, value))
-    return value
-
-
-def _pos_embed_residual(conv: nn.Conv2d, x: Tensor, fused: bool) -> Tensor:
-    """x + conv(x) for a depthwise 'same' convolution (EdgeViT's positional encodings and
-    LocalAgg's 5x5 aggregation without the residual go through ``_dwconv``)."""
-    if fused:
-        return torch.ops.edgevit.dwconv(x, conv.weight, conv.bias, True)
-    return x + conv(x)
-
-
-def _is_exact_gelu(act: nn.Module) -> bool:
-    """Whether act is the activation mlp_fused computes (nn.GELU with the exact erf form)."""
-    return isinstance(act, nn.GELU) and act.approximate == "none"
-
-
-def _fold_bn_into_1x1(bn: nn.BatchNorm2d, conv: nn.Conv2d):
-    """conv(bn(x)) for an eval-mode BatchNorm followed by a 1x1 convolution, as one affine map on
-    channels: returns (weight [out, in], bias [out]) of the equivalent Linear."""
-    s = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-    t = bn.bias - bn.running_mean * s
-    w = conv.weight.flatten(1)  # [out, in]
-    b = conv.bias if conv.bias is not None else torch.zeros_like(w[:, 0])
-    return (w * s).contiguous(), b + w @ t
-
-
 class GlobalSparseAttn(nn.Module):
     """EdgeViT's sparse global attention: sample (one token per r x r window) -> attend ->
     LocalProp (depthwise transposed conv) -> LayerNorm -> proj.
@@ -281,11 +203,17 @@ class GlobalSparseAttn(nn.Module):
         self.use_fused = bool(use_fused)
         # Reasons already warned about; EdgeVit shares one set among all its modules.
         self._fallback_warned: set = set()
-        # (key, lgl_prepare output) of the last CPU eval-mode call (see forward_fused).
-        self._prepared = None
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, sr_ratio={self.sr}, use_fused={self.use_fused}"
+
+    def forward(self, x: Tensor, H: int, W: int) -> Tensor:
+        if self.use_fused:
+            reason = self._fused_unavailable(x)
+            if reason is None:
+                return self.proj_drop(self.forward_fused(x, H, W))
+            self._warn_fallback(reason)
+        return self.forward_reference(x, H, W)
 
     # -- reference path: the official forward, generalised to any H, W ------------------------
     def forward_reference(self, x: Tensor, H: int, W: int) -> Tensor:
@@ -316,6 +244,24 @@ class GlobalSparseAttn(nn.Module):
         return x
 
     # -- fused path ------------------------------------------------------------------------------
+    def forward_fused(self, x: Tensor, H: int, W: int) -> Tensor:
+        """The op on this module's parameters (no dropout applied); the caller checks support."""
+        weights, eps = self.op_weights()
+        return torch.ops.edgevit.lgl_fused(x, int(H), int(W), int(self.num_heads), int(self.sr),
+                                           float(self.scale), *weights[:6], eps, *weights[6:])
+
+    def op_weights(self):
+        """The op's weight arguments (qkv_w, qkv_b, prop_w, prop_b, norm_w, norm_b, proj_w,
+        proj_b) and norm_eps."""
+        if self.sr > 1:
+            prop_w, prop_b = self.LocalProp.weight, self.LocalProp.bias
+            norm_w, norm_b, eps = self.norm.weight, self.norm.bias, float(self.norm.eps)
+        else:
+            prop_w = prop_b = norm_w = norm_b = None
+            eps = 1e-5  # unused when sr_ratio == 1
+        return (self.qkv.weight, self.qkv.bias, prop_w, prop_b, norm_w, norm_b,
+                self.proj.weight, self.proj.bias), eps
+
     def _fused_unavailable(self, x: Tensor) -> Optional[str]:
         """None if ``lgl_fused`` can serve this call, else the reason it cannot."""
         reason = _kernels_unavailable(x, self.qkv.weight.dtype)
@@ -336,78 +282,6 @@ class GlobalSparseAttn(nn.Module):
             stacklevel=3,
         )
 
-    def _op_weights(self):
-        """The op's weight arguments (qkv_w, qkv_b, prop_w, prop_b, norm_w, norm_b, proj_w,
-        proj_b) and norm_eps."""
-        if self.sr > 1:
-            prop_w, prop_b = self.LocalProp.weight, self.LocalProp.bias
-            norm_w, norm_b, eps = self.norm.weight, self.norm.bias, float(self.norm.eps)
-        else:
-            prop_w = prop_b = norm_w = norm_b = None
-            eps = 1e-5  # unused when sr_ratio == 1
-        return (self.qkv.weight, self.qkv.bias, prop_w, prop_b, norm_w, norm_b,
-                self.proj.weight, self.proj.bias), eps
-
-    def _prepared_weights(self, weights, x: Tensor, pre_norm: Optional[nn.LayerNorm]) -> Tensor:
-        """The ``lgl_prepare`` of this module's weights (and of ``pre_norm``'s affine, folded
-        into qkv) for CPU inference, cached (see _eval_cached). Never traced by torch.compile:
-        forward_fused does not call it while compiling."""
-        params = [w for w in weights if w is not None]
-        extra = ()
-        if pre_norm is not None:
-            extra = (True, pre_norm.weight, pre_norm.bias)
-            params += [pre_norm.weight, pre_norm.bias]
-        return _eval_cached(self, "_prepared", params, x,
-                            lambda: _load_kernels().lgl_prepare(*weights, int(self.sr), *extra))
-
-    def train(self, mode: bool = True):
-        self._prepared = None  # rebuilt on the next eval-mode call
-        return super().train(mode)
-
-    def forward_fused(self, x: Tensor, H: int, W: int, pre_norm: Optional[nn.LayerNorm] = None,
-                      residual: bool = False) -> Tensor:
-        """The op on this module's parameters (no dropout applied); the caller checks support.
-        With ``pre_norm`` (a LayerNorm over C) and ``residual`` it is
-        ``[x +] op(pre_norm(x))``: SelfAttn's ``x + attn(norm1(x))``, one
-        ``lgl_fused_prepared`` call on the eval fast path.
-
-        In eval mode on CPU, when no gradient is needed, the weights are prepared once
-        (``lgl_prepare``: packed and folded for the CPU kernels) and reused by
-        ``lgl_fused_prepared`` while they do not change: they are keyed by each parameter's
-        version counter, so in-place updates (optimizer steps, ``load_state_dict``,
-        ``torch.no_grad()`` edits) rebuild them; writes through ``.data``, which PyTorch does
-        not version, are not seen (call ``train()`` or ``eval()`` to drop the cache). The
-        prepared tensor is a plain attribute, never in the ``state_dict``. Anywhere else (training,
-        autograd, CUDA, under ``torch.compile``) the forward is one ``lgl_fused`` call."""
-        weights, eps = self._op_weights()
-        r = int(self.sr)
-        norm_params = [] if pre_norm is None else [pre_norm.weight, pre_norm.bias]
-        if _eval_fast_path(self, x, list(weights) + norm_params):
-            return self.forward_prepared(x, H, W, self._prepared_weights(weights, x, pre_norm),
-                                         pre_norm, residual)
-        out = torch.ops.edgevit.lgl_fused(
-            pre_norm(x) if pre_norm is not None else x, int(H), int(W), int(self.num_heads), r,
-            float(self.scale), *weights[:6], eps, *weights[6:])
-        return x + out if residual else out
-
-    def forward_prepared(self, x: Tensor, H: int, W: int, prepared: Tensor,
-                         pre_norm: Optional[nn.LayerNorm] = None, residual: bool = False) -> Tensor:
-        """``[x +] op(pre_norm(x))`` as one ``lgl_fused_prepared`` call on ``prepared`` (what
-        ``_prepared_weights`` returns for the same ``pre_norm``); no checks: the eval fast path."""
-        eps = float(self.norm.eps) if self.sr > 1 else 1e-5  # (unused when sr_ratio == 1)
-        pre_eps = float(pre_norm.eps) if pre_norm is not None else 1e-5
-        return torch.ops.edgevit.lgl_fused_prepared(
-            x, int(H), int(W), int(self.num_heads), int(self.sr), float(self.scale), eps,
-            prepared, pre_eps, residual)
-
-    def forward(self, x: Tensor, H: int, W: int) -> Tensor:
-        if self.use_fused:
-            reason = self._fused_unavailable(x)
-            if reason is None:
-                return self.proj_drop(self.forward_fused(x, H, W))
-            self._warn_fallback(reason)
-        return self.forward_reference(x, H, W)
-
 
 class LocalAgg(nn.Module):
     def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, drop=0.0,
@@ -423,61 +297,11 @@ class LocalAgg(nn.Module):
         mlp_hidden_dim = int(dim * mlp_ratio)
         self.mlp = CMlp(in_features=dim, hidden_features=mlp_hidden_dim, act_layer=act_layer, drop=drop)
 
-        # Eval fast path (EdgeVit.set_fused turns it on with the fused op): both BatchNorms folded
-        # into the 1x1 convolutions after them, and the 1x1 convolutions run as Linear on the
-        # [B, H, W, C] view of the map (no copy when the map is channels_last, as the fused model
-        # keeps it). The folded weights are cached: (key, weights), see _folded.
-        self.fold_eval = False
-        self._folded = None
-
-    def train(self, mode: bool = True):
-        self._folded = None  # rebuilt on the next eval-mode call
-        return super().train(mode)
-
-    def _fold_params(self):
-        return [self.norm1.weight, self.norm1.bias, self.norm1.running_mean, self.norm1.running_var,
-                self.conv1.weight, self.conv1.bias, self.conv2.weight, self.conv2.bias,
-                self.norm2.weight, self.norm2.bias, self.norm2.running_mean, self.norm2.running_var,
-                self.mlp.fc1.weight, self.mlp.fc1.bias, self.mlp.fc2.weight, self.mlp.fc2.bias]
-
-    def _folded_weights(self, params, x):
-        """The linear_prepare buffers of conv1 (norm1 folded in) and conv2, and the mlp_prepare
-        buffer of the MLP (norm2 folded into fc1); cached, see _eval_cached."""
-        def build():
-            kernels = _load_kernels()
-            with torch.no_grad():
-                w1, b1 = _fold_bn_into_1x1(self.norm1, self.conv1)
-                wf1, bf1 = _fold_bn_into_1x1(self.norm2, self.mlp.fc1)
-                return (kernels.linear_prepare(w1, b1),
-                        kernels.linear_prepare(self.conv2.weight.flatten(1), self.conv2.bias),
-                        kernels.mlp_prepare(wf1, bf1, self.mlp.fc2.weight.flatten(1),
-                                            self.mlp.fc2.bias))
-        return _eval_cached(self, "_folded", params, x, build)
-
     def forward(self, x):
-        params = self._fold_params()
-        if (self.fold_eval and _is_exact_gelu(self.mlp.act) and _eval_fast_path(self, x, params)
-                and _kernels_unavailable(x, self.conv1.weight.dtype) is None):
-            return self.forward_folded(x, self._folded_weights(params, x))
         x = x + self.pos_embed(x)
         x = x + self.drop_path(self.conv2(self.attn(self.conv1(self.norm1(x)))))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x
-
-    def forward_folded(self, x, folded):
-        """The eval-mode forward on the edgevit CPU ops, with the BatchNorms folded; the same
-        map up to rounding. x is channels_last, so its [B, H, W, C] view is contiguous and every
-        step reads and writes it without copies."""
-        conv1, conv2, mlp = folded
-        C = x.shape[1]
-        x = _pos_embed_residual(self.pos_embed, x, True)  # x + dwconv3x3(x), one edgevit::dwconv
-        xt = x.permute(0, 2, 3, 1)
-        u = torch.ops.edgevit.linear_fused_prepared(xt, conv1, C, None)  # BN + conv1
-        u = torch.ops.edgevit.dwconv(u.permute(0, 3, 1, 2), self.attn.weight, self.attn.bias,
-                                     False)  # dwconv5x5
-        xt = torch.ops.edgevit.linear_fused_prepared(u.permute(0, 2, 3, 1), conv2, C, xt)  # x + conv2
-        # x + fc2(GELU(fc1(BN(x)))), BN folded into fc1
-        return torch.ops.edgevit.mlp_fused_prepared(xt, mlp, 0.0, True).permute(0, 3, 1, 2)
 
 
 class SelfAttn(nn.Module):
@@ -494,78 +318,15 @@ class SelfAttn(nn.Module):
         self.norm2 = norm_layer(dim)
         mlp_hidden_dim = int(dim * mlp_ratio)
         self.mlp = Mlp(in_features=dim, hidden_features=mlp_hidden_dim, act_layer=act_layer, drop=drop)
-        # Eval fast path (EdgeVit.set_fused): norm1 + attention + residual as one
-        # edgevit::lgl_fused_prepared call (norm1's affine folded into qkv; cached by the attn
-        # module), and norm2 + MLP + residual as one edgevit::mlp_fused call on weights
-        # prepared once and cached in _mlp_prepared (see _eval_cached).
-        self.fuse_eval = False
-        self._mlp_prepared = None
-
-    def train(self, mode: bool = True):
-        self._mlp_prepared = None  # rebuilt on the next eval-mode call
-        return super().train(mode)
-
-    def _mlp_params(self):
-        return [self.norm2.weight, self.norm2.bias, self.mlp.fc1.weight, self.mlp.fc1.bias,
-                self.mlp.fc2.weight, self.mlp.fc2.bias]
-
-    def _eval_fused(self, x: Tensor) -> bool:
-        """Whether the eval fast path (the edgevit CPU ops on cached weights) serves this call."""
-        return (self.fuse_eval and _eval_fast_path(self, x, self.parameters())
-                and _kernels_unavailable(x, self.mlp.fc1.weight.dtype) is None)
-
-    def _mlp_prepared_weights(self, x: Tensor) -> Tensor:
-        """The mlp_prepare buffer of norm2 (folded into fc1) + the MLP; cached (_eval_cached)."""
-        return _eval_cached(self, "_mlp_prepared", self._mlp_params(), x,
-                            lambda: _load_kernels().mlp_prepare(
-                                self.mlp.fc1.weight, self.mlp.fc1.bias, self.mlp.fc2.weight,
-                                self.mlp.fc2.bias, True, self.norm2.weight, self.norm2.bias))
-
-    def _fused_mlp(self, x: Tensor) -> Optional[Tensor]:
-        """x + mlp(norm2(x)) by edgevit::mlp_fused_prepared, or None where the eval fast path
-        does not apply (then the caller runs the modules)."""
-        if (not isinstance(self.norm2, nn.LayerNorm) or not _is_exact_gelu(self.mlp.act)
-                or not self._eval_fused(x)):
-            return None
-        return torch.ops.edgevit.mlp_fused_prepared(x, self._mlp_prepared_weights(x),
-                                                    float(self.norm2.eps), True)
-
-    def _fully_fusable(self) -> bool:
-        """Whether every step of this block has an edgevit op on the eval fast path (the
-        configuration part of the checks; EdgeVit's eval plan needs it)."""
-        return (self.fuse_eval and self.attn.use_fused and isinstance(self.norm1, nn.LayerNorm)
-                and isinstance(self.norm2, nn.LayerNorm) and _is_exact_gelu(self.mlp.act))
-
-    def forward_prepared(self, x: Tensor, attn_prepared: Tensor, mlp_prepared: Tensor) -> Tensor:
-        """The eval fast path on prepared weights, no checks: dwconv (x + pos_embed(x)), one
-        lgl_fused_prepared (x + attn(norm1(x))), one mlp_fused_prepared (x + mlp(norm2(x))).
-        x is a channels_last map, and so is the result."""
-        x = torch.ops.edgevit.dwconv(x, self.pos_embed.weight, self.pos_embed.bias, True)
-        B, N, H, W = x.shape
-        t = self.attn.forward_prepared(x.flatten(2).transpose(1, 2), H, W, attn_prepared,
-                                       self.norm1, True)
-        t = torch.ops.edgevit.mlp_fused_prepared(t, mlp_prepared, float(self.norm2.eps), True)
-        return t.reshape(B, H, W, N).permute(0, 3, 1, 2)
-
-    def _fused_attn(self, x: Tensor, H: int, W: int) -> Optional[Tensor]:
-        """x + attn(norm1(x)) as one edgevit::lgl_fused_prepared call (norm1 folded in), or None
-        where the eval fast path does not apply."""
-        attn = self.attn
-        if (not attn.use_fused or not isinstance(self.norm1, nn.LayerNorm)
-                or not self._eval_fused(x) or attn._fused_unavailable(x) is not None):
-            return None
-        return attn.forward_fused(x, H, W, pre_norm=self.norm1, residual=True)
 
     def forward(self, x):
-        x = _pos_embed_residual(self.pos_embed, x, self._eval_fused(x))
+        x = x + self.pos_embed(x)
         B, N, H, W = x.shape
         x = x.flatten(2).transpose(1, 2)
-        fused = self._fused_attn(x, H, W)
-        x = fused if fused is not None else x + self.drop_path(self.attn(self.norm1(x), H, W))
-        fused = self._fused_mlp(x)
-        x = fused if fused is not None else x + self.drop_path(self.mlp(self.norm2(x)))
-        # [B, H*W, C] tokens -> [B, C, H, W] as a view: channels_last strides (canonical ones,
-        # also when B = 1), which the next convolution keeps.
+        x = x + self.drop_path(self.attn(self.norm1(x), H, W))
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        # [B, H*W, C] tokens -> [B, C, H, W] as a view (channels_last strides, also when B = 1)
+        # instead of the official copy into contiguous memory: the same values.
         x = x.reshape(B, H, W, N).permute(0, 3, 1, 2)
         return x
 
@@ -602,46 +363,8 @@ class PatchEmbed(nn.Module):
         self.patch_size = patch_size
         self.norm = nn.LayerNorm(embed_dim)
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-        # Eval fast path (EdgeVit.set_fused): conv + LayerNorm as one edgevit::patch_embed call
-        # on a weight prepared once and cached in _prepared (see _eval_cached).
-        self.fuse_eval = False
-        self._prepared = None
-
-    def train(self, mode: bool = True):
-        self._prepared = None  # rebuilt on the next eval-mode call
-        return super().train(mode)
-
-    def _fusable_config(self) -> bool:
-        """The configuration part of _fusable: a non-overlapping square patch conv + LayerNorm."""
-        p, proj = self.proj.kernel_size, self.proj
-        return (self.fuse_eval and p[0] == p[1] and proj.stride == p and proj.padding == (0, 0)
-                and proj.dilation == (1, 1) and proj.groups == 1
-                and proj.padding_mode == "zeros" and isinstance(self.norm, nn.LayerNorm))
-
-    def _fusable(self, x: Tensor) -> bool:
-        p, proj = self.proj.kernel_size, self.proj
-        return (self._fusable_config()
-                and x.dim() == 4 and x.shape[-2] >= p[0] and x.shape[-1] >= p[1]
-                and _eval_fast_path(self, x, (proj.weight, proj.bias, self.norm.weight,
-                                              self.norm.bias))
-                and _kernels_unavailable(x, proj.weight.dtype) is None)
-
-    def _prepared_weight(self, x: Tensor) -> Tensor:
-        """The patch_embed_prepare buffer of proj; cached (see _eval_cached)."""
-        w, b = self.proj.weight, self.proj.bias
-        return _eval_cached(self, "_prepared", [w, b], x,
-                            lambda: _load_kernels().patch_embed_prepare(w, b))
-
-    def forward_prepared(self, x: Tensor, prepared: Tensor) -> Tensor:
-        """conv + LayerNorm as one patch_embed_prepared call, no checks (the eval fast path);
-        the result is channels_last."""
-        w, norm = self.proj.weight, self.norm
-        return torch.ops.edgevit.patch_embed_prepared(
-            x, prepared, w.shape[0], w.shape[2], True, norm.weight, norm.bias, float(norm.eps))
 
     def forward(self, x):
-        if self._fusable(x):
-            return self.forward_prepared(x, self._prepared_weight(x))
         # The output keeps the input's memory format (channels_last maps stay channels_last);
         # the LayerNorm over channels runs on the [B, H, W, C] view (no copy when channels_last).
         fmt = (torch.channels_last if x.dim() == 4 and not x.is_contiguous()
@@ -652,101 +375,6 @@ class PatchEmbed(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# The eval plan: EdgeVit's whole fast path as a flat list of edgevit op calls.
-
-
-_VERSION = operator.attrgetter("_version")
-_TRAINING = operator.attrgetter("training")
-
-
-class _EvalPlan:
-    """The eval fast path of one ``EdgeVit`` with its prepared weights bound: a flat list of
-    steps, each one block's or one PatchEmbed's ``forward_prepared`` / ``forward_folded``.
-
-    Running the module tree costs its checks in every module on every call (eval mode, autograd,
-    kernels, the cache key of each module's parameters: ~80 us per LocalAgg) plus the module
-    calls; on the 2-core VM that was ~20% of an XS forward at 224 x 224 (4.0 of 19.6 ms, against
-    a flat list of the same op calls, measured interleaved). The plan does those checks once per
-    call for the whole model (``current``): every module in eval mode and without hooks, no
-    module, parameter or buffer replaced, no tensor changed in place (version counters), the
-    same ISA and dtype. When they fail it is rebuilt from the modules' own caches
-    (``_eval_cached``: only changed modules prepare again), so it follows the same rules as the
-    module path: see ``GlobalSparseAttn.forward_fused``.
-    """
-
-    def __init__(self, model: "EdgeVit", x: Tensor):
-        self.isa, self.dtype = _load_kernels().cpu_isa(), x.dtype
-        self.modules = list(model.modules())
-        # Flat lists for the per-call checks, compared with C-level map() passes (~0.1 ms for
-        # EdgeViT-S's 337 modules and 385 tensors; Python loops took twice as long).
-        self.hook_dicts = [h for m in self.modules for h in (m._forward_hooks, m._forward_pre_hooks)]
-        self.tensors = [t for m in self.modules
-                        for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
-        slots = [(d, name, obj) for m in self.modules
-                 for d in (m._modules, m._parameters, m._buffers) for name, obj in d.items()]
-        self.slot_dicts = [d for d, _, _ in slots]
-        self.slot_names = [name for _, name, _ in slots]
-        self.slot_objs = [obj for _, _, obj in slots]
-        self.versions = list(map(_VERSION, self.tensors))
-        self.steps = self._build(model, x)
-
-    def eligible(self) -> bool:
-        """No module of the plan is in training mode or has a forward hook or pre-hook."""
-        return not (any(self.hook_dicts) or any(map(_TRAINING, self.modules)))
-
-    @staticmethod
-    def _build(model: "EdgeVit", x: Tensor):
-        """[(fn, stage_end)], or None when some module has no fast path (then the model runs
-        its modules)."""
-        steps = []
-        for embed, blocks in ((model.patch_embed1, model.blocks1),
-                              (model.patch_embed2, model.blocks2),
-                              (model.patch_embed3, model.blocks3),
-                              (model.patch_embed4, model.blocks4)):
-            if not (isinstance(embed, PatchEmbed) and embed._fusable_config()):
-                return None
-            stage = [partial(embed.forward_prepared, prepared=embed._prepared_weight(x))]
-            for blk in blocks:
-                if not isinstance(blk, LGLBlock):
-                    return None
-                la, sa = blk.LocalAgg, blk.SelfAttn
-                if isinstance(la, LocalAgg):
-                    if not (la.fold_eval and _is_exact_gelu(la.mlp.act)):
-                        return None
-                    stage.append(partial(la.forward_folded,
-                                         folded=la._folded_weights(la._fold_params(), x)))
-                elif not isinstance(la, nn.Identity):
-                    return None
-                if not (isinstance(sa, SelfAttn) and sa._fully_fusable()
-                        and sa.attn._fused_unavailable(x) is None):
-                    return None
-                weights, _ = sa.attn._op_weights()
-                stage.append(partial(sa.forward_prepared,
-                                     attn_prepared=sa.attn._prepared_weights(weights, x, sa.norm1),
-                                     mlp_prepared=sa._mlp_prepared_weights(x)))
-            steps += [(fn, i == len(stage) - 1) for i, fn in enumerate(stage)]  # True: stage output
-        return steps
-
-    def current(self, x: Tensor) -> bool:
-        """Whether the plan still describes the model for x (see the class docstring)."""
-        if x.dtype != self.dtype or _load_kernels().cpu_isa() != self.isa:
-            return False
-        if not all(map(operator.is_, map(dict.get, self.slot_dicts, self.slot_names),
-                       self.slot_objs)):
-            return False
-        return list(map(_VERSION, self.tensors)) == self.versions
-
-    def run(self, x: Tensor) -> list:
-        """The four stage outputs (channels_last maps)."""
-        stages = []
-        for fn, stage_end in self.steps:
-            x = fn(x)
-            if stage_end:
-                stages.append(x)
-        return stages
-
-
-# ---------------------------------------------------------------------------------------------
 # The network.
 
 
@@ -754,7 +382,9 @@ class EdgeVit(nn.Module):
     """EdgeViT: four stages of (PatchEmbed, LGL blocks), BatchNorm, global average pool, head.
 
     ``use_fused`` selects the fused ``lgl_fused`` op in every ``GlobalSparseAttn``; change it
-    later with ``set_fused``. Input maps of any size >= 32 x 32 work.
+    later with ``set_fused``. Input maps of any size >= 32 x 32 work. With ``use_fused``, eval
+    mode, CPU and no autograd, ``forward`` runs the model's inference plan (see
+    ``edgevit.inference``); anywhere else it runs the module tree.
     """
 
     def __init__(self, depth=(1, 2, 5, 3), img_size=224, in_chans=3, num_classes=1000,
@@ -800,7 +430,7 @@ class EdgeVit(nn.Module):
         self.head = nn.Linear(embed_dim[-1], num_classes) if num_classes > 0 else nn.Identity()
 
         self.apply(self._init_weights)
-        self._plan = None  # _EvalPlan (eval fast path), built on the first eligible call
+        self._inference_plan = None  # built on the first call it can serve (edgevit.inference)
         self.set_fused(use_fused)
 
     @staticmethod
@@ -824,37 +454,18 @@ class EdgeVit(nn.Module):
             if isinstance(m, GlobalSparseAttn):
                 m.use_fused = self.use_fused
                 m._fallback_warned = warned
-            elif isinstance(m, LocalAgg):
-                m.fold_eval = self.use_fused
-            elif isinstance(m, (SelfAttn, PatchEmbed)):
-                m.fuse_eval = self.use_fused
         return self
 
     def train(self, mode: bool = True):
-        self._plan = None  # rebuilt on the next eligible eval-mode call
+        self._inference_plan = None  # train() and eval() rebuild the plan on its next use
         return super().train(mode)
 
-    def _eval_plan(self, x: Tensor) -> Optional[_EvalPlan]:
-        """The eval plan for this call (built or rebuilt as needed), or None where the module
-        tree must run: not use_fused, training anywhere, autograd needed, not CPU, x not a map
-        of at least 32 x 32, under torch.compile, no kernel for x, a forward hook or pre-hook on any module (the plan calls
-        no module, so hooks would not fire), inference-tensor parameters (no version counters),
-        or a module without a fast path."""
-        if (not self.use_fused or self.training or x.device.type != "cpu" or x.dim() != 4
-                or min(x.shape[-2:]) < 32 or torch.compiler.is_compiling() or _global_module_hooks()
-                or _kernels_unavailable(x, self.patch_embed1.proj.weight.dtype) is not None):
-            return None
-        if torch.is_grad_enabled() and (x.requires_grad
-                                        or any(p.requires_grad for p in self.parameters())):
-            return None
-        plan = self._plan
-        if plan is None or not plan.current(x):
-            if any(t.is_inference() for t in self.parameters()) or any(
-                    t.is_inference() for t in self.buffers()):
-                return None
-            plan = _EvalPlan(self, x)
-            self._plan = plan
-        return plan if plan.steps is not None and plan.eligible() else None
+    def __getstate__(self):
+        # The plan (packed weights, as large as the parameters) is rebuilt on first use, so
+        # pickles and deep copies leave it out.
+        state = super().__getstate__()
+        state["_inference_plan"] = None
+        return state
 
     @torch.jit.ignore
     def no_weight_decay(self):
@@ -870,30 +481,13 @@ class EdgeVit(nn.Module):
     def forward_features(self, x, return_stages: bool = False):
         """[B, 3, H, W] -> the final feature map [B, C4, H/32, W/32] after BatchNorm; with
         ``return_stages=True``, the list of the four stage outputs (before that BatchNorm) of
-        sizes H/4, H/8, H/16 and H/32, for detection and segmentation backbones.
+        sizes H/4, H/8, H/16 and H/32, for detection and segmentation backbones."""
+        if self.use_fused and not torch.compiler.is_compiling():
+            from .inference import run_features  # (edgevit.inference imports this module)
 
-        With ``use_fused`` in eval mode on CPU (no autograd) the maps are kept channels_last, so
-        the token layout of the attention blocks is a view of them (no transposes), and the
-        LocalAgg BatchNorms are folded (cached; see LocalAgg). There the modules' op calls run as
-        one flat list (_EvalPlan), checked once per call instead of in every module."""
-        plan = self._eval_plan(x)
-        if plan is not None:
-            if torch.is_inference_mode_enabled():
-                stages = plan.run(x)
-                return stages if return_stages else self.pre_logits(self.norm(stages[-1]))
-            # No gradient is needed (the plan checked), so the ops run in inference mode, which
-            # skips the autograd wrappers and view metadata (3.5% of an XS forward under no_grad,
-            # 10% of an XXS one, measured interleaved); the results leave as normal tensors
-            # (clones: the logits or the maps returned).
-            with torch.inference_mode():
-                stages = plan.run(x)
-                out = stages if return_stages else [self.pre_logits(self.norm(stages[-1]))]
-            out = [t.clone() for t in out]
-            return out if return_stages else out[0]
-        if (self.use_fused and not self.patch_embed1._fusable(x) and _eval_fast_path(self, x, ())
-                and _kernels_unavailable(x, self.patch_embed1.proj.weight.dtype) is None):
-            x = x.contiguous(memory_format=torch.channels_last)  # (the fused PatchEmbed's
-            # output is channels_last whatever its input's layout)
+            out = run_features(self, x, return_stages)
+            if out is not None:
+                return out
         stages = []
         x = self.pos_drop(self.patch_embed1(x))
         for embed, blocks in ((None, self.blocks1), (self.patch_embed2, self.blocks2),
