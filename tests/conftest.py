@@ -1,10 +1,42 @@
 import os
+import re
 import sys
 
 import pytest
 
+import torch
+
 # Make tests/ importable as a flat module directory (lgl_samples, official_state_dict_keys).
 sys.path.insert(0, os.path.dirname(__file__))
+
+# Set before any test module imports the Triton kernels (the interpreter switch is read when a
+# kernel is decorated): without CUDA they run in Triton's interpreter on CPU tensors. One fixed
+# launch config under test; test_lgl_fused_triton.py turns autotuning on where it tests it.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("EDGEVIT_TRITON_AUTOTUNE", "0")
+
+# Tests whose outcome depends on the ISA's sizes (panel widths, packed-blob sizes, cache budgets)
+# or its bits (determinism, plans): `.ci/run` runs them again with EDGEVIT_CPU_ISA forced to each
+# other ISA this CPU supports, so that a size or bit measured on one CPU cannot hide in a test.
+_ISA_SENSITIVE_FILES = {"test_lgl_prepared.py", "test_inference.py"}
+_ISA_SENSITIVE_NAME = re.compile(r"cache|prepare|plan|eval|fused_model|bitwise|determinis|thread")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "isa_sensitive: depends on the running ISA's sizes or bits (rerun per ISA in CI)")
+    config.addinivalue_line(
+        "markers", "all_isas: parametrized over every supported ISA already (skipped by -m 'not all_isas')")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if os.path.basename(str(item.fspath)) in _ISA_SENSITIVE_FILES or _ISA_SENSITIVE_NAME.search(item.name):
+            item.add_marker(pytest.mark.isa_sensitive)
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "isa" in params:
+            item.add_marker(pytest.mark.all_isas)
 
 
 def pytest_generate_tests(metafunc):

@@ -195,15 +195,11 @@ def test_bitwise_deterministic_repeats_and_thread_counts(shape, isa):
                 assert torch.equal(lgl_fused(*args), first)
 
 
-CROSS_ISA = {}
-
-
 @pytest.mark.skipif(len(ISAS) < 2, reason="one ISA on this machine")
 @pytest.mark.parametrize("shape", XXS_STAGES_B3, ids=shape_id)
 def test_across_isas_close_but_not_required_bitwise(shape):
     """Outputs of different ISAs agree within the float32 tolerance; bitwise equality is NOT
-    promised (and not observed: FMA, other summation orders, polynomial exp). Records whether
-    they happened to be equal in CROSS_ISA (printed by test_zz_report_cross_isa)."""
+    promised (and not observed: FMA, other summation orders, polynomial exp)."""
     args = make_args(*shape)
     outs = {}
     for isa in ISAS:
@@ -212,14 +208,6 @@ def test_across_isas_close_but_not_required_bitwise(shape):
     for i, a in enumerate(ISAS):
         for b in ISAS[i + 1:]:
             torch.testing.assert_close(outs[b], outs[a], atol=1e-4, rtol=1e-4)
-            CROSS_ISA[(shape_id(shape), a, b)] = (
-                torch.equal(outs[a], outs[b]), (outs[a] - outs[b]).abs().max().item())
-
-
-def test_zz_report_cross_isa():
-    """Prints per shape whether the ISAs agreed bitwise and their max |diff| (pytest -s)."""
-    for k, (equal, diff) in sorted(CROSS_ISA.items()):
-        print(*k, "bitwise equal" if equal else "differ", f"max|diff| = {diff:.3g}")
 
 
 # ---------------------------------------------------------------- a broken or missing build

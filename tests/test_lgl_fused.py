@@ -370,6 +370,23 @@ def test_weight_cache_finds_equal_weights_in_new_tensors(fresh_cache):
     assert edgevit_kernels.lgl_weight_cache_info()["hits"] == 1
 
 
+def _channels_with_entry_over_half_a_mib():
+    """A C (r = 2) whose cache entry, on the ISA in use, is over 0.5 MiB and cacheable.
+
+    An entry's size depends on the ISA's panel width (AVX2's entries are ~25% smaller than
+    AVX-512's for the same weights), so it is measured through lgl_weight_cache_info(), never
+    assumed; the caller's cache is cleared on return."""
+    sizes = {}
+    for C in range(112, 200, 8):
+        edgevit_kernels.lgl_weight_cache_clear()
+        lgl_fused(*make_args(1, 8, 8, C, 2, 2, seed=99))
+        sizes[C] = edgevit_kernels.lgl_weight_cache_info()["bytes"]
+        if (1 << 19) < sizes[C] <= (1 << 20):
+            edgevit_kernels.lgl_weight_cache_clear()
+            return C
+    pytest.fail(f"no C gives a cache entry in (0.5, 1] MiB on {edgevit_kernels.cpu_isa()}: {sizes}")
+
+
 def test_weight_cache_keys_on_isa_and_is_bounded(fresh_cache, monkeypatch):
     args = make_args(1, 8, 8, 16, 2, 2)
     for isa_name in ISAS:  # the same weights prepared for each ISA: each its own entry
@@ -380,7 +397,8 @@ def test_weight_cache_keys_on_isa_and_is_bounded(fresh_cache, monkeypatch):
         lgl_fused(*make_args(1, 8, 8, 16, 2, 2, seed=seed + 1))
     assert edgevit_kernels.lgl_weight_cache_info()["entries"] == 32
     monkeypatch.setenv("EDGEVIT_WEIGHT_CACHE_MB", "1")  # 1 MiB: evicts down to it
-    first, second = (make_args(1, 8, 8, 120, 2, 2, seed=s) for s in (100, 101))  # ~0.65 MB entries
+    C = _channels_with_entry_over_half_a_mib()
+    first, second = (make_args(1, 8, 8, C, 2, 2, seed=s) for s in (100, 101))
     lgl_fused(*first)
     lgl_fused(*second)  # the two do not fit in 1 MiB: the first goes
     assert edgevit_kernels.lgl_weight_cache_info()["bytes"] <= 1 << 20

@@ -5,17 +5,12 @@ slow, so shapes are kept tiny; the whole file takes ~20 s of CPU). With CUDA the
 shapes in fp32/fp16/bf16, dispatch through ``torch.ops.edgevit.lgl_fused``, gradients and
 ``torch.compile``.
 """
-import importlib
 import os
 
 import pytest
 import torch
 
-# The interpreter switch is read when Triton decorates a kernel, so it must be set before the
-# kernels are imported. On a CUDA machine the kernels are compiled instead.
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
+# conftest.py sets TRITON_INTERPRET=1 without CUDA, before any module imports the kernels.
 pytest.importorskip("triton")
 
 from edgevit_kernels.reference import lgl_reference  # noqa: E402
@@ -23,9 +18,6 @@ import edgevit_kernels.triton as evt  # noqa: E402
 from edgevit_kernels.triton import lgl_fused as lf  # noqa: E402
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-if INTERPRET and type(lf._lgl_attn_fwd_kernel).__name__ != "InterpretedFunction":
-    # Another module imported the kernels before the switch was set: re-decorate them.
-    lf = importlib.reload(lf)
 
 HAS_CUDA = torch.cuda.is_available() and not INTERPRET
 DEVICE = "cuda" if HAS_CUDA else "cpu"
