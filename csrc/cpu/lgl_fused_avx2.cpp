@@ -14,9 +14,8 @@
 // of 1 or 2 as one group (NV = 1: MR <= 12). The M rows of a group are split into
 // ceil(M / MRmax) blocks of nearly equal height (M = 64, NV = 3 -> 16 blocks of 4; NV = 2 -> 11
 // blocks of 6 or 5), each run by a template instantiation for that exact MR, so there is no
-// partial row tile. Measured (`tests/native/build/x86/harness --bench`, Ice Lake-SP Xeon at
-// 2.8 GHz): 4 x 24 tiles beat pairs-only by ~5% on the small shapes, equal on the large ones;
-// ~100 GFLOP/s on the large shapes, close to the 2 x 256-bit FMA peak.
+// partial row tile. 4 x 24 tiles beat pairs-only on the small shapes and reach close to the
+// FMA peak on the large ones (docs/performance-notes.md).
 //
 // pack_weight_t: 8 x 8 blocks of W transposed in registers (unpack/shuffle/permute2f128).
 //
@@ -38,6 +37,7 @@
 //
 // Only intrinsics and plain C in this file: no std:: templates/inline functions, whose
 // AVX2-compiled copies the linker could pick for callers on CPUs without AVX2.
+#include "gemm_simd.h"
 #include "lgl_fused_ukernels.h"
 #include "vmath_avx2.h"
 
@@ -75,13 +75,14 @@ static inline float hmax(__m256 v) {
 // ---------------------------------------------------------------------------------------------
 // gemm
 
-// What a tile does to its accumulators before storing them (LglUKernels: gemm, gemm_gelu,
-// gemm_add, gemm_scatter).
-enum Epilogue { kStore, kGelu, kAddR, kScatter };
+using namespace gemm_simd;  // the driver (gemm_ep) and Epilogue of these tiles
 
-using TileFn = void (*)(int64_t K, const float* A, int64_t lda, const float* B, int64_t ps,
-                        const __m256* init, float* C, int64_t ldc, int64_t nlast,
-                        const GemmEpArgs& ep, const char* pf, int64_t pf_step);
+// What the tiles of one panel group share: the bias rows of its nv vectors and the valid columns
+// of the last one (> 8: all).
+struct Avx2Group {
+  __m256 init[kMaxNV];
+  int64_t nlast;
+};
 
 // Epilogue EP on the accumulator v of columns [0, 8) at c (r: the same columns of R; s, ev:
 // kScatter's row scale and the columns' e); lanes outside `m` are not stored, so R and e are
@@ -104,9 +105,11 @@ static inline __attribute__((always_inline)) __m256 epilogue(__m256 v, const flo
 #define EDGEVIT_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 template <int MR, int NV, int EP>
 void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict B,
-          int64_t ps, const __m256* init, float* __restrict C, int64_t ldc, int64_t nlast,
-          const GemmEpArgs& ep, const char* pf, int64_t pf_step) {
+          int64_t ps, const Avx2Group& g, float* __restrict C, int64_t ldc, const GemmEpArgs& ep,
+          const char* pf, int64_t pf_step) {
   static_assert(MR >= 1 && MR <= 12 && NV >= 1 && NV <= 3, "tile shape");
+  const __m256* init = g.init;
+  const int64_t nlast = g.nlast;
   const __m256 i0 = init[0], i1 = NV > 1 ? init[1] : i0, i2 = NV > 2 ? init[2] : i0;
 #define EDGEVIT_DECL(r) __m256 c##r##_0 = i0, c##r##_1 = i1, c##r##_2 = i2;
   EDGEVIT_ROWS(EDGEVIT_DECL)
@@ -157,84 +160,44 @@ void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __rest
 }
 #undef EDGEVIT_ROWS
 
-constexpr int kMRMax[kMaxNV + 1] = {0, 12, 6, 4};
-
 // Tiles<EP>::all[nv][mr]: the tile of mr rows x nv panels with epilogue EP.
 template <int EP>
 struct Tiles {
-  static constexpr TileFn t1[] = {
+  static constexpr TileFn<Avx2Group> t1[] = {
       nullptr,         tile<1, 1, EP>,  tile<2, 1, EP>,  tile<3, 1, EP>, tile<4, 1, EP>,
       tile<5, 1, EP>,  tile<6, 1, EP>,  tile<7, 1, EP>,  tile<8, 1, EP>, tile<9, 1, EP>,
       tile<10, 1, EP>, tile<11, 1, EP>, tile<12, 1, EP>};
-  static constexpr TileFn t2[] = {nullptr,        tile<1, 2, EP>, tile<2, 2, EP>,
+  static constexpr TileFn<Avx2Group> t2[] = {nullptr,        tile<1, 2, EP>, tile<2, 2, EP>,
                                   tile<3, 2, EP>, tile<4, 2, EP>, tile<5, 2, EP>,
                                   tile<6, 2, EP>};
-  static constexpr TileFn t3[] = {nullptr, tile<1, 3, EP>, tile<2, 3, EP>, tile<3, 3, EP>,
+  static constexpr TileFn<Avx2Group> t3[] = {nullptr, tile<1, 3, EP>, tile<2, 3, EP>, tile<3, 3, EP>,
                                   tile<4, 3, EP>};
-  static constexpr const TileFn* all[kMaxNV + 1] = {nullptr, t1, t2, t3};
+  static constexpr const TileFn<Avx2Group>* all[kMaxNV + 1] = {nullptr, t1, t2, t3};
 };
 
-// The gemm of the table with epilogue EP and its operands (at the gemm's first row and column);
-// gemm_ep<kAddR> is gemm_add, gemm_ep<kScatter> is gemm_scatter (C unused).
-template <int EP>
-void gemm_ep(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
-             const float* bias, const GemmEpArgs& ep, float* C, int64_t ldc) {
-  if (M <= 0 || N <= 0) return;
-  const int64_t panels = (N + kNR - 1) / kNR, ps = K * kNR;
-  const __m256i full = tail_mask(8);
-  for (int64_t p = 0; p < panels;) {
-    const int64_t left = panels - p;
-    const int nv = left <= kMaxNV ? int(left) : (left == kMaxNV + 1 ? 2 : kMaxNV);
-    const int64_t n0 = p * kNR;
-    const int64_t nlast = N - n0 - (nv - 1) * kNR;
-    const __m256i last = tail_mask(nlast);
-    __m256 init[kMaxNV];
+// The micro-kernel of gemm_simd.h's driver. Panels go in groups of NV = 3 (MR <= 4: 12
+// accumulators + 3 B vectors + 1 broadcast = the 16 ymm registers); a rest of 4 panels goes
+// 2 + 2 (NV = 2, MR <= 6, the classic 6 x 16 tile), a rest of 1 or 2 as one group (NV = 1:
+// MR <= 12).
+struct Avx2Gemm {
+  static constexpr int kNR = 8, kMaxNV = 3;
+  static constexpr int kMRMax[kMaxNV + 1] = {0, 12, 6, 4};
+  using Group = Avx2Group;
+  static Group group(const float* bias, int64_t n0, int nv, int64_t nlast) {
+    Group g;
+    g.nlast = nlast;
+    const __m256i full = tail_mask(8), last = tail_mask(nlast);
     for (int v = 0; v < nv; ++v)
-      init[v] = bias ? _mm256_maskload_ps(bias + n0 + v * kNR, v == nv - 1 ? last : full)
-                     : _mm256_setzero_ps();
-    const TileFn* tiles = Tiles<EP>::all[nv];
-    const int64_t blocks = (M + kMRMax[nv] - 1) / kMRMax[nv];
-    const int64_t base = M / blocks, extra = M % blocks;
-    // Panels of the next group, into L2 while this one runs.
-    const GroupPrefetch pf(Bp, p + nv, panels, kMaxNV, ps, blocks, K);
-    for (int64_t blk = 0, m0 = 0; blk < blocks; ++blk) {
-      const int64_t mr = base + (blk < extra ? 1 : 0);
-      GemmEpArgs t{};
-      if constexpr (EP == kAddR) t.R = ep.R + m0 * ep.ldr + n0, t.ldr = ep.ldr;
-      if constexpr (EP == kScatter)
-        t.scale = ep.scale + m0, t.e = ep.e + n0, t.dst = ep.dst + m0, t.n0 = n0;
-      tiles[mr](K, A + m0 * lda, lda, Bp + p * ps, ps, init,
-                EP == kScatter ? nullptr : C + m0 * ldc + n0, ldc, nlast, t, pf.at(blk),
-                pf.step);
-      m0 += mr;
-    }
-    p += nv;
+      g.init[v] = bias ? _mm256_maskload_ps(bias + n0 + v * kNR, v == nv - 1 ? last : full)
+                       : _mm256_setzero_ps();
+    return g;
   }
-}
+  template <int EP>
+  static const TileFn<Avx2Group>* tiles(int nv) {
+    return Tiles<EP>::all[nv];
+  }
+};
 
-void gemm_avx2(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
-               const float* bias, float* C, int64_t ldc) {
-  gemm_ep<kStore>(M, N, K, A, lda, Bp, bias, GemmEpArgs{}, C, ldc);
-}
-
-void gemm_gelu_avx2(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                    const float* Bp, const float* bias, float* C, int64_t ldc) {
-  gemm_ep<kGelu>(M, N, K, A, lda, Bp, bias, GemmEpArgs{}, C, ldc);
-}
-
-void gemm_add_avx2(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                   const float* Bp, const float* bias, const float* R, int64_t ldr, float* C,
-                   int64_t ldc) {
-  const GemmEpArgs ep{R, ldr, nullptr, nullptr, nullptr, 0};
-  gemm_ep<kAddR>(M, N, K, A, lda, Bp, bias, ep, C, ldc);
-}
-
-void gemm_scatter_avx2(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                       const float* Bp, const float* bias, const float* scale, const float* e,
-                       float* const* dst) {
-  const GemmEpArgs ep{nullptr, 0, scale, e, dst, 0};
-  gemm_ep<kScatter>(M, N, K, A, lda, Bp, bias, ep, nullptr, 0);
-}
 
 // ---------------------------------------------------------------------------------------------
 // pack_weight_t: panels of W^T, 8 x 8 blocks transposed in registers
@@ -400,11 +363,16 @@ void scale_rows_avx2(int64_t rows, int64_t C, const float* src, const float* sca
   }
 }
 
-const LglUKernels<float> kTable{"avx2",         kNR,
-                                gemm_avx2,      softmax_rows_avx2,
-                                prop_rstd_avx2, scale_rows_avx2,
-                                pack_weight_t_avx2, gemm_gelu_avx2,
-                                gemm_add_avx2,  gemm_scatter_avx2};
+const LglUKernels<float> kTable{"avx2",
+                                kNR,
+                                gemm<Avx2Gemm>,
+                                softmax_rows_avx2,
+                                prop_rstd_avx2,
+                                scale_rows_avx2,
+                                pack_weight_t_avx2,
+                                gemm_gelu<Avx2Gemm>,
+                                gemm_add<Avx2Gemm>,
+                                gemm_scatter<Avx2Gemm>};
 
 }  // namespace
 

@@ -13,10 +13,9 @@
 // zmm registers); a rest of 4 panels goes 2 + 2 (NV = 2, MR <= 12), a rest of 1 or 2 as one
 // group (NV = 1: MR <= 14). The M rows of a group are split into ceil(M / MRmax) blocks of
 // nearly equal height (M = 64, NV = 3 -> 8 blocks of 8; M = 49 -> 9 + 5 x 8), each run by a
-// template instantiation for that exact MR, so there is no partial row tile. Measured
-// (`tests/native/build/x86/harness --bench`, Ice Lake-SP Xeon at 2.8 GHz, 2 FMA units): NV = 3
-// beats pairs-only (14 x 32) by 20-40%, reaching 160-180 GFLOP/s on the large shapes (~90% of
-// the 2 x 512-bit FMA peak) and ~120 on M=64, N=K=36 (where only 36 of 48 lanes are useful).
+// template instantiation for that exact MR, so there is no partial row tile. NV = 3 beats
+// pairs-only (14 x 32) clearly and comes near the FMA peak on the large shapes
+// (docs/performance-notes.md).
 //
 // pack_weight_t: 16 x 16 blocks of W transposed in registers (unpack/shuffle/shuffle_f32x4).
 //
@@ -39,6 +38,7 @@
 //
 // Only intrinsics and plain C in this file: no std:: templates/inline functions, whose
 // AVX-512-compiled copies the linker could pick for callers on CPUs without AVX-512.
+#include "gemm_simd.h"
 #include "lgl_fused_ukernels.h"
 #include "vmath_avx512.h"
 
@@ -69,13 +69,14 @@ static inline __m512 opaque(__m512 v) {
 // ---------------------------------------------------------------------------------------------
 // gemm
 
-// What a tile does to its accumulators before storing them (LglUKernels: gemm, gemm_gelu,
-// gemm_add, gemm_scatter).
-enum Epilogue { kStore, kGelu, kAddR, kScatter };
+using namespace gemm_simd;  // the driver (gemm_ep) and Epilogue of these tiles
 
-using TileFn = void (*)(int64_t K, const float* A, int64_t lda, const float* B, int64_t ps,
-                        const __m512* init, float* C, int64_t ldc, __mmask16 last,
-                        const GemmEpArgs& ep, const char* pf, int64_t pf_step);
+// What the tiles of one panel group share: the bias rows of its nv vectors and the lanes of the
+// last one.
+struct Avx512Group {
+  __m512 init[kMaxNV];
+  __mmask16 last;
+};
 
 // Epilogue EP on the accumulator v of columns [0, 16) at c (r: the same columns of R; s, ev:
 // kScatter's row scale and the columns' e); lanes outside `m` are not stored, so R and e are
@@ -98,9 +99,11 @@ static inline __attribute__((always_inline)) __m512 epilogue(__m512 v, const flo
   X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
 template <int MR, int NV, int EP>
 void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict B,
-          int64_t ps, const __m512* init, float* __restrict C, int64_t ldc, __mmask16 last,
+          int64_t ps, const Avx512Group& g, float* __restrict C, int64_t ldc,
           const GemmEpArgs& ep, const char* pf, int64_t pf_step) {
   static_assert(MR >= 1 && MR <= 14 && NV >= 1 && NV <= 3, "tile shape");
+  const __m512* init = g.init;
+  const __mmask16 last = g.last;
   const __m512 i0 = init[0], i1 = NV > 1 ? init[1] : i0, i2 = NV > 2 ? init[2] : i0;
 #define EDGEVIT_DECL(r) __m512 c##r##_0 = i0, c##r##_1 = i1, c##r##_2 = i2;
   EDGEVIT_ROWS(EDGEVIT_DECL)
@@ -151,82 +154,42 @@ void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __rest
 }
 #undef EDGEVIT_ROWS
 
-constexpr int kMRMax[kMaxNV + 1] = {0, 14, 12, 9};
-
 // Tiles<EP>::all[nv][mr]: the tile of mr rows x nv panels with epilogue EP.
 #define EDGEVIT_T(NV) tile<1, NV, EP>, tile<2, NV, EP>, tile<3, NV, EP>, tile<4, NV, EP>, \
                       tile<5, NV, EP>, tile<6, NV, EP>, tile<7, NV, EP>, tile<8, NV, EP>, \
                       tile<9, NV, EP>
 template <int EP>
 struct Tiles {
-  static constexpr TileFn t1[] = {nullptr, EDGEVIT_T(1), tile<10, 1, EP>, tile<11, 1, EP>,
+  static constexpr TileFn<Avx512Group> t1[] = {nullptr, EDGEVIT_T(1), tile<10, 1, EP>, tile<11, 1, EP>,
                                   tile<12, 1, EP>, tile<13, 1, EP>, tile<14, 1, EP>};
-  static constexpr TileFn t2[] = {nullptr, EDGEVIT_T(2), tile<10, 2, EP>, tile<11, 2, EP>,
+  static constexpr TileFn<Avx512Group> t2[] = {nullptr, EDGEVIT_T(2), tile<10, 2, EP>, tile<11, 2, EP>,
                                   tile<12, 2, EP>, tile<13, 2, EP>, tile<14, 2, EP>};
-  static constexpr TileFn t3[] = {nullptr, EDGEVIT_T(3)};
-  static constexpr const TileFn* all[kMaxNV + 1] = {nullptr, t1, t2, t3};
+  static constexpr TileFn<Avx512Group> t3[] = {nullptr, EDGEVIT_T(3)};
+  static constexpr const TileFn<Avx512Group>* all[kMaxNV + 1] = {nullptr, t1, t2, t3};
 };
 #undef EDGEVIT_T
 
-// The gemm of the table with epilogue EP and its operands (at the gemm's first row and column);
-// gemm_ep<kAddR> is gemm_add, gemm_ep<kScatter> is gemm_scatter (C unused).
-template <int EP>
-void gemm_ep(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
-             const float* bias, const GemmEpArgs& ep, float* C, int64_t ldc) {
-  if (M <= 0 || N <= 0) return;
-  const int64_t panels = (N + kNR - 1) / kNR, ps = K * kNR;
-  for (int64_t p = 0; p < panels;) {
-    const int64_t left = panels - p;
-    const int nv = left <= kMaxNV ? int(left) : (left == kMaxNV + 1 ? 2 : kMaxNV);
-    const int64_t n0 = p * kNR;
-    const __mmask16 last = tail_mask(N - n0 - (nv - 1) * kNR);
-    __m512 init[kMaxNV];
+// The micro-kernel of gemm_simd.h's driver. Panels go in groups of NV = 3 (MR <= 9: 27
+// accumulators + 3 B vectors + 1 broadcast of the 32 zmm registers); a rest of 4 panels goes
+// 2 + 2 (NV = 2, MR <= 12), a rest of 1 or 2 as one group (NV = 1: MR <= 14).
+struct Avx512Gemm {
+  static constexpr int kNR = 16, kMaxNV = 3;
+  static constexpr int kMRMax[kMaxNV + 1] = {0, 14, 12, 9};
+  using Group = Avx512Group;
+  static Group group(const float* bias, int64_t n0, int nv, int64_t nlast) {
+    Group g;
+    g.last = tail_mask(nlast);
     for (int v = 0; v < nv; ++v) {
-      const __mmask16 m = v == nv - 1 ? last : __mmask16(0xFFFF);
-      init[v] = bias ? _mm512_maskz_loadu_ps(m, bias + n0 + v * kNR) : _mm512_setzero_ps();
+      const __mmask16 m = v == nv - 1 ? g.last : __mmask16(0xFFFF);
+      g.init[v] = bias ? _mm512_maskz_loadu_ps(m, bias + n0 + v * kNR) : _mm512_setzero_ps();
     }
-    const TileFn* tiles = Tiles<EP>::all[nv];
-    const int64_t blocks = (M + kMRMax[nv] - 1) / kMRMax[nv];
-    const int64_t base = M / blocks, extra = M % blocks;
-    // Panels of the next group, into L2 while this one runs.
-    const GroupPrefetch pf(Bp, p + nv, panels, kMaxNV, ps, blocks, K);
-    for (int64_t blk = 0, m0 = 0; blk < blocks; ++blk) {
-      const int64_t mr = base + (blk < extra ? 1 : 0);
-      GemmEpArgs t{};
-      if constexpr (EP == kAddR) t.R = ep.R + m0 * ep.ldr + n0, t.ldr = ep.ldr;
-      if constexpr (EP == kScatter)
-        t.scale = ep.scale + m0, t.e = ep.e + n0, t.dst = ep.dst + m0, t.n0 = n0;
-      tiles[mr](K, A + m0 * lda, lda, Bp + p * ps, ps, init,
-                EP == kScatter ? nullptr : C + m0 * ldc + n0, ldc, last, t, pf.at(blk), pf.step);
-      m0 += mr;
-    }
-    p += nv;
+    return g;
   }
-}
-
-void gemm_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
-                 const float* bias, float* C, int64_t ldc) {
-  gemm_ep<kStore>(M, N, K, A, lda, Bp, bias, GemmEpArgs{}, C, ldc);
-}
-
-void gemm_gelu_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                      const float* Bp, const float* bias, float* C, int64_t ldc) {
-  gemm_ep<kGelu>(M, N, K, A, lda, Bp, bias, GemmEpArgs{}, C, ldc);
-}
-
-void gemm_add_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                     const float* Bp, const float* bias, const float* R, int64_t ldr, float* C,
-                     int64_t ldc) {
-  const GemmEpArgs ep{R, ldr, nullptr, nullptr, nullptr, 0};
-  gemm_ep<kAddR>(M, N, K, A, lda, Bp, bias, ep, C, ldc);
-}
-
-void gemm_scatter_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                         const float* Bp, const float* bias, const float* scale, const float* e,
-                         float* const* dst) {
-  const GemmEpArgs ep{nullptr, 0, scale, e, dst, 0};
-  gemm_ep<kScatter>(M, N, K, A, lda, Bp, bias, ep, nullptr, 0);
-}
+  template <int EP>
+  static const TileFn<Group>* tiles(int nv) {
+    return Tiles<EP>::all[nv];
+  }
+};
 
 // ---------------------------------------------------------------------------------------------
 // pack_weight_t: panels of W^T, 16 x 16 blocks transposed in registers
@@ -458,11 +421,16 @@ void scale_rows_avx512(int64_t rows, int64_t C, const float* src, const float* s
   }
 }
 
-const LglUKernels<float> kTable{"avx512",         kNR,
-                                gemm_avx512,      softmax_rows_avx512,
-                                prop_rstd_avx512, scale_rows_avx512,
-                                pack_weight_t_avx512, gemm_gelu_avx512,
-                                gemm_add_avx512,  gemm_scatter_avx512};
+const LglUKernels<float> kTable{"avx512",
+                                kNR,
+                                gemm<Avx512Gemm>,
+                                softmax_rows_avx512,
+                                prop_rstd_avx512,
+                                scale_rows_avx512,
+                                pack_weight_t_avx512,
+                                gemm_gelu<Avx512Gemm>,
+                                gemm_add<Avx512Gemm>,
+                                gemm_scatter<Avx512Gemm>};
 
 }  // namespace
 

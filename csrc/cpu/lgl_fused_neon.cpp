@@ -33,6 +33,7 @@
 //
 // Only intrinsics and plain C in this file: no std:: templates/inline functions (ODR hazard of
 // per-ISA files, see lgl_fused_avx512.cpp).
+#include "gemm_simd.h"
 #include "lgl_fused_ukernels.h"
 #include "vmath_neon.h"
 
@@ -63,13 +64,13 @@ static inline float32x4_t opaque(float32x4_t v) {
 // ---------------------------------------------------------------------------------------------
 // gemm
 
-// What a tile does to its accumulators before storing them (LglUKernels: gemm, gemm_gelu,
-// gemm_add, gemm_scatter).
-enum Epilogue { kStore, kGelu, kAddR, kScatter };
+using namespace gemm_simd;  // the driver (gemm_ep) and Epilogue of these tiles
 
-using TileFn = void (*)(int64_t K, const float* A, int64_t lda, const float* B,
-                        const float* init, float* C, int64_t ldc, int64_t nlast,
-                        const GemmEpArgs& ep);
+// What the tiles of one panel (a group of one) share: its bias row and valid columns.
+struct NeonGroup {
+  float init[kNR];
+  int64_t nlast;  // <= kNR
+};
 
 // Epilogue EP on the accumulator v of 4 columns whose first n (<= 4; none if n <= 0) are stored;
 // r: the same columns of R; s, ev: kScatter's row scale and the columns' e. R and e are read
@@ -88,11 +89,14 @@ static inline __attribute__((always_inline)) float32x4_t epilogue(float32x4_t v,
 // C[0:MR, 0:nlast) = init + A[0:MR, 0:K) * B, B one panel [K, 8]. The accumulators c<row>_<half>
 // and A registers a<row> are named variables, not arrays: GCC (-O2) keeps such arrays in memory.
 #define EDGEVIT_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+// No software prefetch (ps, pf, pf_step unused): one panel per tile.
 template <int MR, int EP>
 void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict B,
-          const float* init, float* __restrict C, int64_t ldc, int64_t nlast,
-          const GemmEpArgs& ep) {
+          int64_t /*ps*/, const NeonGroup& g, float* __restrict C, int64_t ldc,
+          const GemmEpArgs& ep, const char* /*pf*/, int64_t /*pf_step*/) {
   static_assert(MR >= 1 && MR <= kMRMax, "tile shape");
+  const float* init = g.init;
+  const int64_t nlast = g.nlast;
   const float32x4_t i0 = vld1q_f32(init), i1 = vld1q_f32(init + 4);
 #define EDGEVIT_DECL(r) float32x4_t c##r##_0 = i0, c##r##_1 = i1;
   EDGEVIT_ROWS(EDGEVIT_DECL)
@@ -171,60 +175,28 @@ void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __rest
 // Tiles<EP>::all[mr]: the tile of mr rows with epilogue EP.
 template <int EP>
 struct Tiles {
-  static constexpr TileFn all[kMRMax + 1] = {nullptr,       tile<1, EP>, tile<2, EP>,
+  static constexpr TileFn<NeonGroup> all[kMRMax + 1] = {nullptr,       tile<1, EP>, tile<2, EP>,
                                              tile<3, EP>, tile<4, EP>, tile<5, EP>,
                                              tile<6, EP>, tile<7, EP>, tile<8, EP>};
 };
 
-// The gemm of the table with epilogue EP and its operands (at the gemm's first row and column);
-// gemm_ep<kAddR> is gemm_add, gemm_ep<kScatter> is gemm_scatter (C unused).
-template <int EP>
-void gemm_ep(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
-             const float* bias, const GemmEpArgs& ep, float* C, int64_t ldc) {
-  if (M <= 0 || N <= 0) return;
-  const int64_t panels = (N + kNR - 1) / kNR;
-  const int64_t blocks = (M + kMRMax - 1) / kMRMax;
-  const int64_t base = M / blocks, extra = M % blocks;
-  for (int64_t p = 0; p < panels; ++p) {
-    const int64_t n0 = p * kNR, nn = N - n0 < kNR ? N - n0 : kNR;
-    float init[kNR];
-    for (int64_t j = 0; j < kNR; ++j) init[j] = (bias && j < nn) ? bias[n0 + j] : 0.f;
-    for (int64_t blk = 0, m0 = 0; blk < blocks; ++blk) {
-      const int64_t mr = base + (blk < extra ? 1 : 0);
-      GemmEpArgs t{};
-      if constexpr (EP == kAddR) t.R = ep.R + m0 * ep.ldr + n0, t.ldr = ep.ldr;
-      if constexpr (EP == kScatter)
-        t.scale = ep.scale + m0, t.e = ep.e + n0, t.dst = ep.dst + m0, t.n0 = n0;
-      Tiles<EP>::all[mr](K, A + m0 * lda, lda, Bp + p * K * kNR, init,
-                         EP == kScatter ? nullptr : C + m0 * ldc + n0, ldc, nn, t);
-      m0 += mr;
-    }
+// The micro-kernel of gemm_simd.h's driver: one panel (two q registers) by up to 8 rows per
+// tile.
+struct NeonGemm {
+  static constexpr int kNR = 8, kMaxNV = 1;
+  static constexpr int kMRMax[kMaxNV + 1] = {0, ::edgevit::cpu::kMRMax};
+  using Group = NeonGroup;
+  static Group group(const float* bias, int64_t n0, int /*nv*/, int64_t nlast) {
+    Group g;
+    g.nlast = nlast < kNR ? nlast : kNR;
+    for (int64_t j = 0; j < kNR; ++j) g.init[j] = (bias && j < g.nlast) ? bias[n0 + j] : 0.f;
+    return g;
   }
-}
-
-void gemm_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
-               const float* bias, float* C, int64_t ldc) {
-  gemm_ep<kStore>(M, N, K, A, lda, Bp, bias, GemmEpArgs{}, C, ldc);
-}
-
-void gemm_gelu_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                    const float* Bp, const float* bias, float* C, int64_t ldc) {
-  gemm_ep<kGelu>(M, N, K, A, lda, Bp, bias, GemmEpArgs{}, C, ldc);
-}
-
-void gemm_add_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                   const float* Bp, const float* bias, const float* R, int64_t ldr, float* C,
-                   int64_t ldc) {
-  const GemmEpArgs ep{R, ldr, nullptr, nullptr, nullptr, 0};
-  gemm_ep<kAddR>(M, N, K, A, lda, Bp, bias, ep, C, ldc);
-}
-
-void gemm_scatter_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                       const float* Bp, const float* bias, const float* scale, const float* e,
-                       float* const* dst) {
-  const GemmEpArgs ep{nullptr, 0, scale, e, dst, 0};
-  gemm_ep<kScatter>(M, N, K, A, lda, Bp, bias, ep, nullptr, 0);
-}
+  template <int EP>
+  static const TileFn<Group>* tiles(int /*nv*/) {
+    return Tiles<EP>::all;
+  }
+};
 
 // ---------------------------------------------------------------------------------------------
 // pack_weight_t: panels of W^T, two 4 x 4 blocks per 4 k transposed in registers
@@ -377,11 +349,16 @@ void scale_rows_neon(int64_t rows, int64_t C, const float* src, const float* sca
   }
 }
 
-const LglUKernels<float> kTable{"neon",         kNR,
-                                gemm_neon,      softmax_rows_neon,
-                                prop_rstd_neon, scale_rows_neon,
-                                pack_weight_t_neon, gemm_gelu_neon,
-                                gemm_add_neon,  gemm_scatter_neon};
+const LglUKernels<float> kTable{"neon",
+                                kNR,
+                                gemm<NeonGemm>,
+                                softmax_rows_neon,
+                                prop_rstd_neon,
+                                scale_rows_neon,
+                                pack_weight_t_neon,
+                                gemm_gelu<NeonGemm>,
+                                gemm_add<NeonGemm>,
+                                gemm_scatter<NeonGemm>};
 
 }  // namespace
 

@@ -18,9 +18,8 @@ constexpr int64_t kNR = 8;
 // C[0:MR, 0:nn) = bias + A[0:MR, 0:K) * panel. MR and kNR are compile-time, so the accumulator
 // tile stays in registers and the compiler turns each k step's MR x kNR multiply-adds into
 // vector code for the build's baseline ISA (SSE2 on x86-64, NEON on aarch64): plain C++, yet
-// 4x faster than a naive loop. GCC's loop vectoriser would instead vectorise the k loop badly
-// (6 GFLOP/s against 28 with straight-line vectorisation only, Ice Lake, MR = 4), so it is off
-// for this function.
+// several times faster than a naive loop. GCC's loop vectoriser would instead vectorise the k
+// loop badly (docs/performance-notes.md), so it is off for this function.
 #if defined(__GNUC__) && !defined(__clang__)
 #define EDGEVIT_NO_LOOP_VECTORIZE __attribute__((optimize("no-tree-loop-vectorize")))
 #define EDGEVIT_NO_TRAPPING_MATH __attribute__((optimize("no-trapping-math")))
@@ -33,9 +32,7 @@ constexpr int64_t kNR = 8;
 // NT columns of the panel are computed: kNR, or kNR / 2 for a last panel of at most kNR / 2
 // columns (d = 36 = 4.5 panels: the attention's products). kFull: all NT columns are stored and
 // bias is non-null, so the compiler also turns the bias loads and the stores into whole vectors
-// (micro-benchmark of 10 of the driver's gemm shapes on Ice Lake, against one tile that tests
-// j < nn at every element: -12% to +27% per shape over two runs, median +14%; the -12% shape
-// gave +11% and +12% on reruns).
+// rather than testing j < nn at every element (docs/performance-notes.md).
 template <typename T, int64_t MR, int64_t NT, bool kFull>
 EDGEVIT_NO_LOOP_VECTORIZE void tile_scalar(int64_t K, const T* A, int64_t lda, const T* panel,
                                            const T* bias, int64_t nn, T* C, int64_t ldc) {
@@ -103,8 +100,8 @@ void gemm_add_scalar(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, c
 // softmax loop; double: std::exp. GCC if-converts the clamp (and so vectorises) only without
 // -ftrapping-math, which changes no result: it only lets a comparison of a NaN that cannot trap
 // here run unconditionally. x <= 0 needs no upper clamp (the SIMD kernels' exp, for any x, clamps
-// at 89 too): GCC turned each clamp into selects on the result, and without the upper one the
-// scalar softmax is 18% faster, the same bits (3.3 -> 2.7 ns per element, 196 x 196, Ice Lake).
+// at 89 too): GCC turns each clamp into selects on the result, so the upper one would be pure
+// cost (the same bits without it; docs/performance-notes.md).
 EDGEVIT_NO_TRAPPING_MATH EDGEVIT_ALWAYS_INLINE inline float softmax_exp(float x) {
   x = x < -104.0f ? -104.0f : x;  // exp(-104) rounds to 0 (NaN compares false: stays NaN)
   // round(x log2 e) to nearest (even): adding and removing 1.5 * 2^23 (|x log2 e| < 2^22), a

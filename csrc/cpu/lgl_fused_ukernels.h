@@ -70,8 +70,8 @@ struct LglUKernels {
   //   dst[m][n] = scale[m] * (bias[n] + sum_k A[m*lda + k] * B(k, n)) + e[n],
   // the same bits as gemm into a scratch followed by scale_rows, without the scratch's store and
   // reload. Null where an ISA does not provide it: the driver then does exactly that. The
-  // scalar variant leaves it null: the epilogue on its tiles measured within 0.4% of gemm +
-  // scale_rows (forced scalar, XXS stages 2 and 3, XS stage 2, B = 1, interleaved A/B).
+  // scalar variant leaves it null: on its tiles the fused epilogue gains nothing measurable
+  // (docs/performance-notes.md).
   void (*gemm_scatter)(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* Bp,
                        const T* bias, const T* scale, const T* e, T* const* dst);
 };
@@ -104,8 +104,7 @@ struct GemmEpArgs {
 // group's `tiles` row tiles takes an equal share, one prefetch per k step, `step` bytes apart.
 // Row tile t prefetches [at(t), at(t) + K * step), all inside the next group. With no next group
 // step is 0 and at(t) is the current group: one repeated, harmless prefetch. Prefetches never
-// fault and are not loads. (Measured on the Ice Lake VM: 8-11% per C = 240 / 384 MLP with
-// weights rotating through L3, 3.7% / 4.5% per EdgeViT-XS / S forward.)
+// fault and are not loads (gains: docs/performance-notes.md).
 struct GroupPrefetch {
   const char* base;
   int64_t share, step;

@@ -33,8 +33,7 @@ void gelu_avx2(int64_t n, float* h) {
 
 // kLnRows rows at a time, each row's operations those of a one-row loop in the same order (the
 // same bits); the rows' chains (horizontal sums, square root, division) overlap. As in
-// mlp_fused_avx512.cpp; here 18-20% faster per row at C = 36..240, none at 288 / 384 (Ice Lake,
-// micro-benchmark of 3136 rows).
+// mlp_fused_avx512.cpp (docs/performance-notes.md).
 constexpr int kLnRows = 4;
 
 template <int R>

@@ -34,8 +34,7 @@ void gelu_avx512(int64_t n, float* h) {
 // kLnRows rows at a time: each row's operations are those of a one-row loop, in the same order
 // (the same bits), but the rows' sums, reductions, square roots and divisions form independent
 // chains that overlap. One row at a time, a row's chain (two horizontal reductions, sqrt, div)
-// was the bottleneck at small C: 27 -> 16-19 ns per row at C = 36, 19 -> 16 at C = 48,
-// 43 -> 36 at C = 72, 3-5% faster at C >= 96 (Ice Lake, micro-benchmark of 3136 rows).
+// is the bottleneck at small C (docs/performance-notes.md).
 constexpr int kLnRows = 4;
 
 template <int R>
