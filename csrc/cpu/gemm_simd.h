@@ -1,5 +1,5 @@
 // The gemm driver and its epilogues (LglUKernels: gemm, gemm_gelu, gemm_add, gemm_scatter),
-// written once over an ISA's register-tile micro-kernel U; each SIMD ISA file (lgl_fused_avx2,
+// written once over an ISA's register-tile micro-kernel U; each SIMD ISA file (gemm_avx2,
 // _avx512, _neon.cpp) instantiates it with its own U, in that file and with that file's flags.
 //
 // Tiling: the packed-B panels (lgl_fused_ukernels.h) go in groups of up to U::kMaxNV; a rest of

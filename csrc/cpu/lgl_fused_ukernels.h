@@ -1,10 +1,11 @@
 // Micro-kernels of edgevit::lgl_fused: the per-ISA inner loops the fused driver (lgl_fused.cpp)
 // is built from. Torch-free: plain pointers, sizes and strides.
 //
-// Every ISA variant fills one LglUKernels<float> table with the same signatures; the scalar
-// variant (lgl_fused_scalar.cpp) is always compiled, doubles as the readable reference, and is
-// also instantiated for double. ISA files get their ISA flags from setup.py / the native
-// harness Makefile (per file), never from a whole-build -march.
+// Every ISA fills one LglUKernels<float> table (ukernels_<isa>.cpp) with the same signatures,
+// from its kernel families (gemm.h, softmax.h, layernorm.h); the scalar variants are always
+// compiled, double as the readable reference, and are also instantiated for double. ISA files
+// get their ISA flags from setup.py / the native harness Makefile (per file), never from a
+// whole-build -march.
 //
 // Packed-B layout shared by every gemm: B[K, N] is stored as ceil(N / nr) panels, each a
 // row-major [K, nr] block, the last one zero-padded to nr columns. Padding lives only in our

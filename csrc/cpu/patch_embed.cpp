@@ -14,7 +14,8 @@ constexpr int64_t kPixels = 32;  // output pixels of one task (fixed: thread-cou
 // k = (ki * p + kj) * Cin + c). P > 0 is p at compile time, so each run of a unit-stride image
 // is a fixed-size copy (stage 1's 3-channel image: 12 runs of 4 floats per pixel); with p at
 // run time each run is a loop with its own trip-count check, much slower on stage 1
-// (docs/performance-notes.md). P = 0 reads p from `a`. Unit strides get their own loops, which the compiler vectorises.
+// (docs/performance-notes.md). P = 0 reads p from `a`. Unit strides get their own loops,
+// which the compiler vectorises.
 template <int64_t P, typename T>
 void gather_patches(const PatchEmbedArgs<T>& a, bool channel_major, int64_t m0, int64_t rows,
                     int64_t Ho, int64_t Wo, T* tile) {

@@ -1,5 +1,5 @@
-// NEON (AArch64 Advanced SIMD) micro-kernels of edgevit::lgl_fused (contract:
-// lgl_fused_ukernels.h; readable reference: lgl_fused_scalar.cpp). NEON is the aarch64 baseline,
+// NEON (AArch64 Advanced SIMD) gemm and packing micro-kernels (contract: gemm.h;
+// readable reference: gemm_scalar.cpp). NEON is the aarch64 baseline,
 // so this file needs no extra flags; on other architectures it compiles to a null table.
 //
 // Layout: B is packed in panels of nr = 8 columns (two q registers per packed row).
@@ -20,21 +20,13 @@
 // loads only for k + 3 < K); bias only at columns < N; packed panels are read whole (they are
 // zero-padded to 8 columns); C is written only at rows < M, columns < N (a partial last panel
 // goes through a register-sized temporary; gemm_add reads R there with load_partial; gemm_scatter
-// stores like C into its non-null destination rows and reads e like R).
-// softmax_rows / scale_rows touch only elements < N /
-// < C of each row: a row's last N % 4 elements go through a temporary; so do prop_rstd's last
-// R % 4 offsets. pack_weight_t reads W only at rows < N, columns < K and writes only its panels.
-//
-// Numerics: softmax uses our own exp (Cephes-style: round(x * log2 e) range reduction, degree-5
-// polynomial; 2^n applied as two exact power-of-two factors so results down to the denormal
-// range and overflow to inf are right; NaN stays NaN; about 1 ulp). s * scale is rounded before
-// subtracting the max, as in the scalar reference (an empty asm barrier keeps the compiler from
-// contracting it into an FMA).
+// stores like C into its non-null destination rows and reads e like R). pack_weight_t reads W
+// only at rows < N, columns < K and writes only its panels.
 //
 // Only intrinsics and plain C in this file: no std:: templates/inline functions (ODR hazard of
-// per-ISA files, see lgl_fused_avx512.cpp).
+// per-ISA files, see gemm_avx512.cpp).
+#include "gemm.h"
 #include "gemm_simd.h"
-#include "lgl_fused_ukernels.h"
 #include "vmath_neon.h"
 
 #if defined(__aarch64__) && defined(__ARM_NEON)
@@ -52,16 +44,9 @@ namespace cpu {
 #if defined(EDGEVIT_HAVE_NEON)
 namespace {
 
-constexpr int kNR = 8;
+constexpr int kNR = kNR_neon;
 constexpr int kMRMax = 8;
 
-// Rounds v here: stops the compiler from fusing the producing multiply into a later add.
-static inline float32x4_t opaque(float32x4_t v) {
-  __asm__("" : "+w"(v));
-  return v;
-}
-
-// ---------------------------------------------------------------------------------------------
 // gemm
 
 using namespace gemm_simd;  // the driver (gemm_ep) and Epilogue of these tiles
@@ -198,7 +183,6 @@ struct NeonGemm {
   }
 };
 
-// ---------------------------------------------------------------------------------------------
 // pack_weight_t: panels of W^T, two 4 x 4 blocks per 4 k transposed in registers
 
 // Columns of the 4 x 4 block (a, b, c, d = rows 0..3) into o0..o3.
@@ -212,6 +196,30 @@ static inline void transpose4(float32x4_t a, float32x4_t b, float32x4_t c, float
   o[1] = vreinterpretq_f32_f64(vtrn1q_f64(t1, t3));
   o[2] = vreinterpretq_f32_f64(vtrn2q_f64(t0, t2));
   o[3] = vreinterpretq_f32_f64(vtrn2q_f64(t1, t3));
+}
+
+}  // namespace
+
+void gemm_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
+               const float* bias, float* C, int64_t ldc) {
+  gemm_simd::gemm<NeonGemm>(M, N, K, A, lda, Bp, bias, C, ldc);
+}
+
+void gemm_gelu_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                    const float* Bp, const float* bias, float* C, int64_t ldc) {
+  gemm_simd::gemm_gelu<NeonGemm>(M, N, K, A, lda, Bp, bias, C, ldc);
+}
+
+void gemm_add_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                   const float* Bp, const float* bias, const float* R, int64_t ldr, float* C,
+                   int64_t ldc) {
+  gemm_simd::gemm_add<NeonGemm>(M, N, K, A, lda, Bp, bias, R, ldr, C, ldc);
+}
+
+void gemm_scatter_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                       const float* Bp, const float* bias, const float* scale, const float* e,
+                       float* const* dst) {
+  gemm_simd::gemm_scatter<NeonGemm>(M, N, K, A, lda, Bp, bias, scale, e, dst);
 }
 
 // Panel p, row k of dst = W[p*8 + j, k] for j < 8 (zero for rows >= N). Reads W only at rows
@@ -237,136 +245,6 @@ void pack_weight_t_neon(const float* w, int64_t N, int64_t K, int64_t ldw, int64
       for (int64_t j = 0; j < kNR; ++j) d[k * kNR + j] = j < nn ? w[(n0 + j) * ldw + k] : 0.f;
   }
 }
-
-// ---------------------------------------------------------------------------------------------
-// softmax
-
-void softmax_rows_neon(int64_t M, int64_t N, float scale, float* S, int64_t ld) {
-  if (N <= 0) return;
-  const int64_t nfull = N / 4 * 4, rem = N - nfull;
-  const uint32x4_t tm = lanes_below(rem);
-  const float32x4_t vscale = vdupq_n_f32(scale), ninf = vdupq_n_f32(-INFINITY);
-  for (int64_t m = 0; m < M; ++m) {
-    float* s = S + m * ld;
-    // max of s * scale (fmax propagates NaN: then every output is NaN, as in the reference).
-    float32x4_t vmax = ninf;
-    for (int64_t j = 0; j < nfull; j += 4)
-      vmax = vmaxq_f32(vmax, vmulq_f32(vld1q_f32(s + j), vscale));
-    if (rem) {
-      const float32x4_t x = vmulq_f32(load_partial(s + nfull, rem), vscale);
-      vmax = vmaxq_f32(vmax, vbslq_f32(tm, x, ninf));
-    }
-    const float32x4_t vmx = vdupq_n_f32(vmaxvq_f32(vmax));
-    // s = exp(s * scale - max) (s * scale rounded first, as the scalar stores it), sum.
-    float32x4_t vsum = vdupq_n_f32(0.f);
-    for (int64_t j = 0; j < nfull; j += 4) {
-      const float32x4_t x = opaque(vmulq_f32(vld1q_f32(s + j), vscale));
-      const float32x4_t e = exp_neon(vsubq_f32(x, vmx));
-      vst1q_f32(s + j, e);
-      vsum = vaddq_f32(vsum, e);
-    }
-    if (rem) {
-      const float32x4_t x = opaque(vmulq_f32(load_partial(s + nfull, rem), vscale));
-      const float32x4_t e = vbslq_f32(tm, exp_neon(vsubq_f32(x, vmx)), vdupq_n_f32(0.f));
-      store_partial(s + nfull, rem, e);
-      vsum = vaddq_f32(vsum, e);
-    }
-    const float32x4_t vinv = vdupq_n_f32(1.0f / vaddvq_f32(vsum));
-    for (int64_t j = 0; j < nfull; j += 4) vst1q_f32(s + j, vmulq_f32(vld1q_f32(s + j), vinv));
-    if (rem) store_partial(s + nfull, rem, vmulq_f32(load_partial(s + nfull, rem), vinv));
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// prop_rstd: offsets in lanes, tokens in groups of kRstdTokens
-//
-// Lane l of a vector is offset d0 + l (the last R % 4 offsets through load_partial /
-// store_partial); tokens go in groups of 4 sharing each loaded pwt row, one accumulator each,
-// so four independent chains hide the FMA latency. Pass 1 sums y * pw (pb's sum added once),
-// pass 2 sums (y * pw + (pb - mean))^2, the deviation formed by one FMA.
-constexpr int kRstdTokens = 4;
-
-void prop_rstd_neon(int64_t M, int64_t R, int64_t C, const float* y, int64_t ldy,
-                    const float* pwt, const float* pb, float eps, float* rstd) {
-  if (M <= 0 || R <= 0 || C <= 0) return;
-  float pb_sum = 0.0f;
-  for (int64_t c = 0; c < C; ++c) pb_sum += pb[c];
-  const float32x4_t vC = vdupq_n_f32(float(C)), veps = vdupq_n_f32(eps);
-  const float32x4_t vpb_sum = vdupq_n_f32(pb_sum), one = vdupq_n_f32(1.0f);
-  for (int64_t m0 = 0; m0 < M; m0 += kRstdTokens) {
-    const int nt = M - m0 < kRstdTokens ? int(M - m0) : kRstdTokens;
-    const float* ym[kRstdTokens];
-    for (int t = 0; t < kRstdTokens; ++t) ym[t] = y + (m0 + (t < nt ? t : 0)) * ldy;
-    for (int64_t d0 = 0; d0 < R; d0 += 4) {
-      const int64_t nd = R - d0 < 4 ? R - d0 : 4;
-      const float* w = pwt + d0;
-      float32x4_t s[kRstdTokens], mean[kRstdTokens];
-      for (int t = 0; t < kRstdTokens; ++t) s[t] = vdupq_n_f32(0.f);
-      for (int64_t c = 0; c < C; ++c) {
-        const float32x4_t wc = nd == 4 ? vld1q_f32(w + c * R) : load_partial(w + c * R, nd);
-        for (int t = 0; t < kRstdTokens; ++t) s[t] = vfmaq_n_f32(s[t], wc, ym[t][c]);
-      }
-      for (int t = 0; t < kRstdTokens; ++t) {
-        mean[t] = vdivq_f32(vaddq_f32(s[t], vpb_sum), vC);
-        s[t] = vdupq_n_f32(0.f);
-      }
-      for (int64_t c = 0; c < C; ++c) {
-        const float32x4_t wc = nd == 4 ? vld1q_f32(w + c * R) : load_partial(w + c * R, nd);
-        const float32x4_t pbc = vdupq_n_f32(pb[c]);
-        for (int t = 0; t < kRstdTokens; ++t) {
-          const float32x4_t dev = vfmaq_n_f32(vsubq_f32(pbc, mean[t]), wc, ym[t][c]);
-          s[t] = vfmaq_f32(s[t], dev, dev);
-        }
-      }
-      for (int t = 0; t < nt; ++t) {
-        const float32x4_t var = vaddq_f32(vdivq_f32(s[t], vC), veps);
-        const float32x4_t v = vdivq_f32(one, vsqrtq_f32(var));
-        if (nd == 4) {
-          vst1q_f32(rstd + (m0 + t) * R + d0, v);
-        } else {
-          store_partial(rstd + (m0 + t) * R + d0, nd, v);
-        }
-      }
-    }
-  }
-}
-
-// scale_rows
-
-void scale_rows_neon(int64_t rows, int64_t C, const float* src, const float* scale,
-                     const float* e, float* const* dst) {
-  const int64_t cfull = C / 4 * 4, rem = C - cfull;
-  for (int64_t t = 0; t < rows; ++t) {
-    float* o = dst[t];
-    if (!o) continue;
-    const float* s = src + t * C;
-    const float32x4_t vs = vdupq_n_f32(scale[t]);
-    for (int64_t c = 0; c < cfull; c += 4)
-      vst1q_f32(o + c, vfmaq_f32(vld1q_f32(e + c), vld1q_f32(s + c), vs));
-    if (rem)
-      store_partial(o + cfull, rem,
-                    vfmaq_f32(load_partial(e + cfull, rem), load_partial(s + cfull, rem), vs));
-  }
-}
-
-const LglUKernels<float> kTable{"neon",
-                                kNR,
-                                gemm<NeonGemm>,
-                                softmax_rows_neon,
-                                prop_rstd_neon,
-                                scale_rows_neon,
-                                pack_weight_t_neon,
-                                gemm_gelu<NeonGemm>,
-                                gemm_add<NeonGemm>,
-                                gemm_scatter<NeonGemm>};
-
-}  // namespace
-
-const LglUKernels<float>* neon_ukernels() { return &kTable; }
-
-#else
-
-const LglUKernels<float>* neon_ukernels() { return nullptr; }
 
 #endif
 

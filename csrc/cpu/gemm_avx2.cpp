@@ -1,5 +1,5 @@
-// AVX2 + FMA micro-kernels of edgevit::lgl_fused (contract: lgl_fused_ukernels.h; readable
-// reference: lgl_fused_scalar.cpp). Built with -mavx2 -mfma for this file only (setup.py,
+// AVX2 + FMA gemm and packing micro-kernels (contract: gemm.h; readable
+// reference: gemm_scalar.cpp). Built with -mavx2 -mfma for this file only (setup.py,
 // tests/native/Makefile); isa.cpp calls it only on CPUs that have AVX2 and FMA.
 //
 // Layout: B is packed in panels of nr = 8 columns (one ymm per packed row), the finest
@@ -24,21 +24,13 @@
 // read whole (they are zero-padded to 8 columns); C is written only at rows < M, columns < N
 // (vmaskmovps store on the group's last vector); gemm_add reads R where it stores C (the same
 // masks); gemm_scatter stores like C into its non-null destination rows, reading e with the
-// same masks. softmax_rows / scale_rows touch only
-// elements < N / < C of each row: the remainder of a row uses masked loads and stores.
-// prop_rstd reads pwt rows with masked loads (R % 8 tail) and y only at rows < M.
-// pack_weight_t reads W only at rows < N, columns < K (masked loads) and writes only its panels.
-//
-// Numerics: softmax uses our own exp (Cephes-style: round(x * log2 e) range reduction, degree-5
-// polynomial; 2^n applied as two exact power-of-two factors so results down to the denormal
-// range and overflow to inf are right; NaN stays NaN; about 1 ulp). Where the scalar reference
-// rounds an intermediate (s * scale before subtracting the max) so do we: an empty asm barrier keeps the compiler from contracting the multiply into an FMA, which
-// would change results well beyond rounding for large inputs.
+// same masks. pack_weight_t reads W only at rows < N, columns < K (masked loads) and writes
+// only its panels.
 //
 // Only intrinsics and plain C in this file: no std:: templates/inline functions, whose
 // AVX2-compiled copies the linker could pick for callers on CPUs without AVX2.
+#include "gemm.h"
 #include "gemm_simd.h"
-#include "lgl_fused_ukernels.h"
 #include "vmath_avx2.h"
 
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__)
@@ -56,23 +48,9 @@ namespace cpu {
 #if defined(EDGEVIT_HAVE_AVX2)
 namespace {
 
-constexpr int kNR = 8;
+constexpr int kNR = kNR_avx2;
 constexpr int kMaxNV = 3;
 
-// Rounds v here: stops the compiler from fusing the producing multiply into a later add.
-static inline __m256 opaque(__m256 v) {
-  __asm__("" : "+x"(v));
-  return v;
-}
-
-static inline float hmax(__m256 v) {
-  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_max_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// ---------------------------------------------------------------------------------------------
 // gemm
 
 using namespace gemm_simd;  // the driver (gemm_ep) and Epilogue of these tiles
@@ -198,8 +176,6 @@ struct Avx2Gemm {
   }
 };
 
-
-// ---------------------------------------------------------------------------------------------
 // pack_weight_t: panels of W^T, 8 x 8 blocks transposed in registers
 
 // out[j] = column j of the 8 x 8 block r (r[i] = row i).
@@ -220,6 +196,30 @@ static inline void transpose8(const __m256 (&r)[8], __m256 (&out)[8]) {
     out[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
     out[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
   }
+}
+
+}  // namespace
+
+void gemm_avx2(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
+               const float* bias, float* C, int64_t ldc) {
+  gemm_simd::gemm<Avx2Gemm>(M, N, K, A, lda, Bp, bias, C, ldc);
+}
+
+void gemm_gelu_avx2(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                    const float* Bp, const float* bias, float* C, int64_t ldc) {
+  gemm_simd::gemm_gelu<Avx2Gemm>(M, N, K, A, lda, Bp, bias, C, ldc);
+}
+
+void gemm_add_avx2(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                   const float* Bp, const float* bias, const float* R, int64_t ldr, float* C,
+                   int64_t ldc) {
+  gemm_simd::gemm_add<Avx2Gemm>(M, N, K, A, lda, Bp, bias, R, ldr, C, ldc);
+}
+
+void gemm_scatter_avx2(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                       const float* Bp, const float* bias, const float* scale, const float* e,
+                       float* const* dst) {
+  gemm_simd::gemm_scatter<Avx2Gemm>(M, N, K, A, lda, Bp, bias, scale, e, dst);
 }
 
 // Panel p, row k of dst = W[p*8 + j, k] for j < 8 (zero for rows >= N). Reads W only at rows
@@ -249,138 +249,6 @@ void pack_weight_t_avx2(const float* w, int64_t N, int64_t K, int64_t ldw, int64
     }
   }
 }
-
-// ---------------------------------------------------------------------------------------------
-// softmax
-
-void softmax_rows_avx2(int64_t M, int64_t N, float scale, float* S, int64_t ld) {
-  if (N <= 0) return;
-  const int64_t nfull = N / 8 * 8;
-  const bool has_tail = nfull < N;
-  const __m256i tm = tail_mask(N - nfull);
-  const __m256 tmf = _mm256_castsi256_ps(tm);
-  const __m256 vscale = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
-  for (int64_t m = 0; m < M; ++m) {
-    float* s = S + m * ld;
-    // max of s * scale. A NaN may or may not win here; either way every output is NaN, since
-    // exp(NaN - max) enters the sum, as in the scalar reference.
-    __m256 vmax = ninf;
-    for (int64_t j = 0; j < nfull; j += 8)
-      vmax = _mm256_max_ps(vmax, _mm256_mul_ps(_mm256_loadu_ps(s + j), vscale));
-    if (has_tail) {
-      const __m256 x = _mm256_mul_ps(_mm256_maskload_ps(s + nfull, tm), vscale);
-      vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(ninf, x, tmf));
-    }
-    const __m256 vmx = _mm256_set1_ps(hmax(vmax));
-    // s = exp(s * scale - max) (s * scale rounded first, as the scalar stores it), sum.
-    __m256 vsum = _mm256_setzero_ps();
-    for (int64_t j = 0; j < nfull; j += 8) {
-      const __m256 x = opaque(_mm256_mul_ps(_mm256_loadu_ps(s + j), vscale));
-      const __m256 e = exp256(_mm256_sub_ps(x, vmx));
-      _mm256_storeu_ps(s + j, e);
-      vsum = _mm256_add_ps(vsum, e);
-    }
-    if (has_tail) {
-      const __m256 x = opaque(_mm256_mul_ps(_mm256_maskload_ps(s + nfull, tm), vscale));
-      const __m256 e = _mm256_and_ps(exp256(_mm256_sub_ps(x, vmx)), tmf);
-      _mm256_maskstore_ps(s + nfull, tm, e);
-      vsum = _mm256_add_ps(vsum, e);
-    }
-    const __m256 vinv = _mm256_set1_ps(1.0f / hsum(vsum));
-    for (int64_t j = 0; j < nfull; j += 8)
-      _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), vinv));
-    if (has_tail)
-      _mm256_maskstore_ps(s + nfull, tm, _mm256_mul_ps(_mm256_maskload_ps(s + nfull, tm), vinv));
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// prop_rstd: offsets in lanes, tokens in groups of kRstdTokens (as in the AVX-512 kernel)
-
-constexpr int kRstdTokens = 4;
-
-void prop_rstd_avx2(int64_t M, int64_t R, int64_t C, const float* y, int64_t ldy,
-                    const float* pwt, const float* pb, float eps, float* rstd) {
-  if (M <= 0 || R <= 0 || C <= 0) return;
-  float pb_sum = 0.0f;
-  for (int64_t c = 0; c < C; ++c) pb_sum += pb[c];
-  const __m256 vC = _mm256_set1_ps(float(C)), veps = _mm256_set1_ps(eps);
-  const __m256 vpb_sum = _mm256_set1_ps(pb_sum), one = _mm256_set1_ps(1.0f);
-  for (int64_t m0 = 0; m0 < M; m0 += kRstdTokens) {
-    const int nt = M - m0 < kRstdTokens ? int(M - m0) : kRstdTokens;
-    const float* ym[kRstdTokens];
-    for (int t = 0; t < kRstdTokens; ++t) ym[t] = y + (m0 + (t < nt ? t : 0)) * ldy;
-    for (int64_t d0 = 0; d0 < R; d0 += 8) {
-      const __m256i mk = tail_mask(R - d0 < 8 ? R - d0 : 8);
-      const float* w = pwt + d0;
-      __m256 s[kRstdTokens], mean[kRstdTokens];
-      for (int t = 0; t < kRstdTokens; ++t) s[t] = _mm256_setzero_ps();
-      for (int64_t c = 0; c < C; ++c) {
-        const __m256 wc = _mm256_maskload_ps(w + c * R, mk);
-        for (int t = 0; t < kRstdTokens; ++t)
-          s[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(ym[t] + c), wc, s[t]);
-      }
-      for (int t = 0; t < kRstdTokens; ++t) {
-        mean[t] = _mm256_div_ps(_mm256_add_ps(s[t], vpb_sum), vC);
-        s[t] = _mm256_setzero_ps();
-      }
-      for (int64_t c = 0; c < C; ++c) {
-        const __m256 wc = _mm256_maskload_ps(w + c * R, mk), pbc = _mm256_broadcast_ss(pb + c);
-        for (int t = 0; t < kRstdTokens; ++t) {
-          const __m256 dev =
-              _mm256_fmadd_ps(_mm256_broadcast_ss(ym[t] + c), wc, _mm256_sub_ps(pbc, mean[t]));
-          s[t] = _mm256_fmadd_ps(dev, dev, s[t]);
-        }
-      }
-      for (int t = 0; t < nt; ++t) {
-        const __m256 var = _mm256_add_ps(_mm256_div_ps(s[t], vC), veps);
-        _mm256_maskstore_ps(rstd + (m0 + t) * R + d0, mk,
-                            _mm256_div_ps(one, _mm256_sqrt_ps(var)));
-      }
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// scale_rows
-
-void scale_rows_avx2(int64_t rows, int64_t C, const float* src, const float* scale,
-                     const float* e, float* const* dst) {
-  const int64_t cfull = C / 8 * 8;
-  const __m256i tm = tail_mask(C - cfull);
-  for (int64_t t = 0; t < rows; ++t) {
-    float* o = dst[t];
-    if (!o) continue;
-    const float* s = src + t * C;
-    const __m256 vs = _mm256_set1_ps(scale[t]);
-    for (int64_t c = 0; c < cfull; c += 8)
-      _mm256_storeu_ps(o + c,
-                       _mm256_fmadd_ps(_mm256_loadu_ps(s + c), vs, _mm256_loadu_ps(e + c)));
-    if (cfull < C)
-      _mm256_maskstore_ps(o + cfull, tm,
-                          _mm256_fmadd_ps(_mm256_maskload_ps(s + cfull, tm), vs,
-                                          _mm256_maskload_ps(e + cfull, tm)));
-  }
-}
-
-const LglUKernels<float> kTable{"avx2",
-                                kNR,
-                                gemm<Avx2Gemm>,
-                                softmax_rows_avx2,
-                                prop_rstd_avx2,
-                                scale_rows_avx2,
-                                pack_weight_t_avx2,
-                                gemm_gelu<Avx2Gemm>,
-                                gemm_add<Avx2Gemm>,
-                                gemm_scatter<Avx2Gemm>};
-
-}  // namespace
-
-const LglUKernels<float>* avx2_ukernels() { return &kTable; }
-
-#else
-
-const LglUKernels<float>* avx2_ukernels() { return nullptr; }
 
 #endif
 
