@@ -39,10 +39,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.all_isas)
 
 
+def _parametrizes(metafunc, name):
+    """Whether the test parametrizes `name` itself (then it is a plain ISA name, not the fixture)."""
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if name in ([n.strip() for n in names.split(",")] if isinstance(names, str) else names):
+            return True
+    return False
+
+
 def pytest_generate_tests(metafunc):
     # Parametrized here rather than with fixture(params=...): the ISA list needs the extension,
     # imported only once a test asks for `isa`.
-    if "isa" in metafunc.fixturenames:
+    if "isa" in metafunc.fixturenames and not _parametrizes(metafunc, "isa"):
         import edgevit_kernels
 
         metafunc.parametrize("isa", edgevit_kernels.supported_cpu_isas(), indirect=True)
