@@ -133,12 +133,14 @@ def prepared_call(module, H):
 @pytest.mark.parametrize("contender", CONTENDERS)
 @pytest.mark.parametrize("B", BATCHES)
 @pytest.mark.parametrize("stage", STAGES, ids=[s[0] for s in STAGES])
-def test_lgl_fused_cpu(benchmark, stage, B, contender, monkeypatch):
+def test_lgl_fused_cpu(benchmark, stage, B, contender, monkeypatch, request):
     label, C, heads, r, H = stage
     if contender in ("scalar", "scalar_gemm"):
         if B != 1 or r == 1:
             pytest.skip("the forced-scalar target is for B = 1, r > 1")
-        monkeypatch.setenv("EDGEVIT_CPU_ISA", "scalar")
+        previous = edgevit_kernels.cpu_isa()
+        edgevit_kernels.set_cpu_isa("scalar")
+        request.addfinalizer(lambda: edgevit_kernels.set_cpu_isa(previous))
     if contender == "uncached":
         monkeypatch.setenv("EDGEVIT_WEIGHT_CACHE_MB", "0")
     module = make_module(C, heads, r)

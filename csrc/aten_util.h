@@ -41,8 +41,8 @@ inline int64_t isa_index(const char* name) {
   return -1;
 }
 
-// The gemm table of the ISA in use (float_ukernels, EDGEVIT_CPU_ISA) and the row-op table
-// paired with it; float64 runs the scalar tables.
+// The gemm table of the ISA in use (float_isa) and the row-op table paired with it; float64
+// runs the scalar tables.
 template <typename T>
 struct Tables {
   const cpu::LglUKernels<T>& gemm;
@@ -53,10 +53,8 @@ template <typename T>
 Tables<T> tables();
 template <>
 inline Tables<float> tables<float>() {
-  const cpu::LglUKernels<float>& gemm = float_ukernels();
-  const cpu::MlpUKernels<float>* mlp = cpu::mlp_ukernels_named(gemm.name);
-  TORCH_CHECK(mlp != nullptr, "edgevit: no mlp micro-kernels for ISA '", gemm.name, "'");
-  return {gemm, *mlp};
+  const cpu::IsaConfig& isa = float_isa();  // once: one ISA for the whole call
+  return {*isa.lgl, *isa.mlp};
 }
 template <>
 inline Tables<double> tables<double>() {

@@ -1,6 +1,6 @@
 // CPU kernel of edgevit::dwconv: argument checks, the channels_last layout and threading around
 // the torch-free driver in cpu/dwconv.cpp. float32 runs the micro-kernels of the ISA every
-// edgevit CPU op uses (float_ukernels().name, which honours EDGEVIT_CPU_ISA); float64 the scalar
+// edgevit CPU op uses (float_isa(): EDGEVIT_CPU_ISA at load, set_cpu_isa); float64 the scalar
 // kernel.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -23,10 +23,7 @@ template <typename T>
 const cpu::DwconvUKernels<T>& dwconv_ukernels();
 template <>
 const cpu::DwconvUKernels<float>& dwconv_ukernels<float>() {
-  const char* isa = float_ukernels().name;
-  const cpu::DwconvUKernels<float>* uk = cpu::dwconv_ukernels_named(isa);
-  TORCH_INTERNAL_ASSERT(uk != nullptr, "dwconv: no micro-kernels for ISA ", isa);
-  return *uk;
+  return *float_isa().dwconv;
 }
 template <>
 const cpu::DwconvUKernels<double>& dwconv_ukernels<double>() {

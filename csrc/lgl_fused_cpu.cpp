@@ -12,8 +12,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <mutex>
 #include <string>
 
 #include "cpu/isa.h"
@@ -279,29 +277,6 @@ at::Tensor lgl_fused_prepared_cpu(const at::Tensor& x, int64_t H, int64_t W, int
 }
 
 }  // namespace
-
-// The float micro-kernels for the current EDGEVIT_CPU_ISA (re-read every call, so it can be
-// changed between calls; the choice itself is cached per value).
-const cpu::LglUKernels<float>& float_ukernels() {
-  static std::mutex mu;
-  static std::string cached_env = "\x01";  // never a real value: forces the first selection
-  static const cpu::LglUKernels<float>* cached = nullptr;
-  const char* env = std::getenv("EDGEVIT_CPU_ISA");
-  const std::string key = env ? env : "";
-  std::lock_guard<std::mutex> lock(mu);
-  if (key != cached_env) {
-    std::string error;
-    const cpu::LglUKernels<float>* uk = cpu::select_ukernels(key.c_str(), &error);
-    TORCH_CHECK(uk != nullptr, error);
-    cached = uk;
-    cached_env = key;
-  }
-  return *cached;
-}
-
-std::string cpu_isa() { return float_ukernels().name; }
-
-std::string supported_cpu_isas() { return cpu::supported_isas(); }
 
 void lgl_weight_cache_clear() { LglWeightCache::get().clear(); }
 

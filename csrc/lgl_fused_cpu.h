@@ -3,7 +3,9 @@
 
 #include <c10/core/ScalarType.h>
 
-#include "cpu/lgl_fused_ukernels.h"
+#include <c10/util/Optional.h>
+
+#include "cpu/isa.h"
 
 #include <cstdint>
 #include <string>
@@ -11,12 +13,18 @@
 
 namespace edgevit {
 
-// The float lgl_fused micro-kernels for the current EDGEVIT_CPU_ISA (re-read on every call; a
-// clear error if that ISA is unknown or unavailable). Its `name` is the ISA every edgevit CPU
-// op runs with: the other ops select their own tables by that name.
+// The ISA config every float CPU op runs with (cpu/isa.h: chosen at load from EDGEVIT_CPU_ISA,
+// changed only by set_cpu_isa). Raises, naming the cause, while EDGEVIT_CPU_ISA named an ISA
+// this machine cannot run and set_cpu_isa has not been called. An op loads it once per call.
+const cpu::IsaConfig& float_isa();
+// float_isa().lgl: the gemm and lgl_fused micro-kernels.
 const cpu::LglUKernels<float>& float_ukernels();
-std::string cpu_isa();             // the ISA lgl_fused runs with now (honours EDGEVIT_CPU_ISA)
-std::string supported_cpu_isas();  // every ISA this build can run on this CPU
+std::string cpu_isa();             // float_isa().name
+std::string supported_cpu_isas();  // every ISA this build can run on this CPU, best last
+// Makes `name` ("scalar", "neon", "avx2", "avx512"; None or "auto": the best) the ISA of every
+// later CPU op call and returns it; a ValueError naming it and what this machine supports if
+// it is unknown or unavailable (nothing changes then).
+std::string set_cpu_isa(const c10::optional<std::string>& name);
 // lgl_fused's weight cache (lgl_weight_cache.h): empty it; [entries, bytes, hits, misses].
 void lgl_weight_cache_clear();
 std::vector<int64_t> lgl_weight_cache_info();

@@ -34,7 +34,7 @@ from . import ops
 from .ops import (cpu_isa, dwconv, lgl_fused, lgl_fused_prepared, lgl_prepare, linear_fused,
                   linear_fused_prepared, linear_prepare, mlp_fused,
                   mlp_fused_prepared, mlp_prepare, patch_embed, patch_embed_prepare,
-                  patch_embed_prepared, supported_cpu_isas, lgl_weight_cache_clear,
+                  patch_embed_prepared, set_cpu_isa, supported_cpu_isas, lgl_weight_cache_clear,
                   lgl_weight_cache_info)
 from .reference import (dwconv_reference, lgl_block_reference, lgl_reference, linear_reference,
                         mlp_reference, patch_embed_reference)
@@ -44,6 +44,6 @@ __all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "lgl_reference",
            "mlp_prepare", "mlp_fused_prepared", "mlp_reference", "patch_embed",
            "patch_embed_prepare", "patch_embed_prepared", "patch_embed_reference", "dwconv",
            "dwconv_reference", "linear_fused", "linear_prepare", "linear_fused_prepared",
-           "linear_reference", "cpu_isa", "supported_cpu_isas", "lgl_weight_cache_info",
+           "linear_reference", "cpu_isa", "set_cpu_isa", "supported_cpu_isas", "lgl_weight_cache_info",
            "lgl_weight_cache_clear", "ops"]
 __version__ = "0.1.0"

@@ -22,7 +22,7 @@ from .reference import linear_reference, lgl_reference, mlp_reference, patch_emb
 
 __all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "mlp_fused", "mlp_prepare",
            "mlp_fused_prepared", "patch_embed", "patch_embed_prepare", "patch_embed_prepared",
-           "dwconv", "linear_fused", "linear_prepare", "linear_fused_prepared", "check_args", "cpu_isa", "supported_cpu_isas", "has_kernel_for",
+           "dwconv", "linear_fused", "linear_prepare", "linear_fused_prepared", "check_args", "cpu_isa", "supported_cpu_isas", "set_cpu_isa", "has_kernel_for",
            "lgl_weight_cache_info", "lgl_weight_cache_clear"]
 
 
@@ -112,14 +112,31 @@ def lgl_fused_prepared(
 def cpu_isa() -> str:
     """The instruction set the CPU kernels run with now: scalar, neon, avx2 or avx512.
 
-    Chosen from CPU features at run time; ``EDGEVIT_CPU_ISA`` forces one (an error if this CPU
-    or build lacks it)."""
+    Chosen once, when the extension loads: ``EDGEVIT_CPU_ISA`` (read then, and only then) if it
+    is set, else the best this CPU supports (``supported_cpu_isas()[-1]``). ``set_cpu_isa``
+    changes it at run time. If ``EDGEVIT_CPU_ISA`` named an ISA this machine cannot run, the
+    import still succeeds but this and every CPU op raise ``ValueError`` saying so, until
+    ``set_cpu_isa`` is called."""
     return torch.ops.edgevit.cpu_isa()
 
 
 def supported_cpu_isas() -> list[str]:
     """Every ISA variant this build can run on this CPU, best last."""
     return torch.ops.edgevit.supported_cpu_isas().split(",")
+
+
+def set_cpu_isa(name: str | None = None) -> str:
+    """Make ``name`` ("scalar", "neon", "avx2", "avx512"; ``None`` or ``"auto"``: the best this
+    CPU supports) the ISA of every later CPU op call, and return the ISA now in use.
+
+    Raises ``ValueError`` naming the ISA and what this machine supports if it is unknown, not
+    compiled into this build or not supported by this CPU; nothing changes then. Safe to call
+    while other threads run ops (a call in flight finishes on the ISA it started with). Packed
+    weights (``*_prepare``) are per ISA: those made before the change raise when used after it,
+    and the weight cache of ``lgl_fused`` keeps one entry per ISA."""
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"set_cpu_isa: name must be a str or None, got {type(name).__name__}")
+    return torch.ops.edgevit.set_cpu_isa(name)
 
 
 def lgl_weight_cache_info() -> dict:

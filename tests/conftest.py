@@ -37,3 +37,31 @@ def pytest_collection_modifyitems(config, items):
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "isa" in params:
             item.add_marker(pytest.mark.all_isas)
+
+
+def _parametrizes(metafunc, name):
+    """Whether the test parametrizes `name` itself (then it is a plain ISA name, not the fixture)."""
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if name in ([n.strip() for n in names.split(",")] if isinstance(names, str) else names):
+            return True
+    return False
+
+
+def pytest_generate_tests(metafunc):
+    # Parametrized here rather than with fixture(params=...): the ISA list needs the extension,
+    # imported only once a test asks for `isa`.
+    if "isa" in metafunc.fixturenames and not _parametrizes(metafunc, "isa"):
+        import edgevit_kernels
+
+        metafunc.parametrize("isa", edgevit_kernels.supported_cpu_isas(), indirect=True)
+
+
+@pytest.fixture
+def isa(request):
+    """Each ISA this build runs on this CPU in turn, made current with set_cpu_isa; the previous
+    ISA is restored afterwards."""
+    from lgl_samples import cpu_isa
+
+    with cpu_isa(request.param):
+        yield request.param

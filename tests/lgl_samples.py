@@ -2,7 +2,6 @@
 correctness, gradient and opcheck tests (and the Triton tests)."""
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 
 import torch
@@ -48,13 +47,13 @@ def shape_id(shape):
 
 @contextmanager
 def cpu_isa(name):
-    """Run the block with EDGEVIT_CPU_ISA=name (the op re-reads it on every call)."""
-    old = os.environ.get("EDGEVIT_CPU_ISA")
-    os.environ["EDGEVIT_CPU_ISA"] = name
+    """Run the block with the CPU ops on ISA `name` (edgevit_kernels.set_cpu_isa), then restore
+    the ISA in use before."""
+    import edgevit_kernels
+
+    previous = edgevit_kernels.cpu_isa()
+    assert edgevit_kernels.set_cpu_isa(name) == name
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("EDGEVIT_CPU_ISA", None)
-        else:
-            os.environ["EDGEVIT_CPU_ISA"] = old
+        edgevit_kernels.set_cpu_isa(previous)

@@ -21,12 +21,6 @@ TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float64: dict(atol=1e-12
 EDGEVIT_SHAPES = [(36, 56), (72, 28), (144, 14), (288, 7), (48, 56), (96, 28), (240, 14), (384, 7)]
 
 
-@pytest.fixture(params=ISAS)
-def isa(request, monkeypatch):
-    monkeypatch.setenv("EDGEVIT_CPU_ISA", request.param)
-    return request.param
-
-
 def make(B, C, H, W, k, dtype=torch.float32, bias=True, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, C, H, W, generator=g, dtype=dtype).contiguous(memory_format=torch.channels_last)

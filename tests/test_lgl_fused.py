@@ -5,23 +5,19 @@ of O(1) magnitude): float32 atol = rtol = 1e-4 (the kernels sum in another order
 ISAs, use FMA and a polynomial exp; errors seen are ~1e-5); float64 atol = rtol = 1e-10.
 """
 import os
+import subprocess
+import sys
+import threading
 
 import pytest
 import torch
 
 import edgevit_kernels
 from edgevit_kernels import lgl_fused, lgl_reference
-from lgl_samples import AWKWARD_SHAPES, EDGEVIT_SHAPES, make_args, shape_id
+from lgl_samples import AWKWARD_SHAPES, EDGEVIT_SHAPES, cpu_isa, make_args, shape_id
 
 TOL = {torch.float32: dict(atol=1e-4, rtol=1e-4), torch.float64: dict(atol=1e-10, rtol=1e-10)}
 ISAS = edgevit_kernels.supported_cpu_isas()
-
-
-@pytest.fixture(params=ISAS)
-def isa(request, monkeypatch):
-    monkeypatch.setenv("EDGEVIT_CPU_ISA", request.param)
-    assert edgevit_kernels.cpu_isa() == request.param
-    return request.param
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
@@ -91,14 +87,101 @@ def test_bitwise_identical_for_any_thread_count(shape):
     assert torch.equal(one, many)
 
 
-def test_unknown_or_unavailable_isa_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("EDGEVIT_CPU_ISA", "sse9")
-    with pytest.raises(RuntimeError, match="expected one of scalar, neon, avx2, avx512, got 'sse9'"):
-        lgl_fused(*make_args(1, 4, 4, 8, 1, 2))
+def test_unknown_or_unavailable_isa_is_a_clear_error():
+    before = edgevit_kernels.cpu_isa()
+    supported = ",".join(ISAS)
+    with pytest.raises(ValueError, match=r"set_cpu_isa: expected an ISA among auto, scalar, neon, "
+                                         rf"avx2, avx512, got 'sse9'; this machine supports {supported}$"):
+        edgevit_kernels.set_cpu_isa("sse9")
     missing = next(i for i in ("neon", "avx2", "avx512") if i not in ISAS)
-    monkeypatch.setenv("EDGEVIT_CPU_ISA", missing)
-    with pytest.raises(RuntimeError, match=f"EDGEVIT_CPU_ISA={missing} is not available"):
-        edgevit_kernels.cpu_isa()
+    with pytest.raises(ValueError, match=f"set_cpu_isa: ISA '{missing}' is not available: .*; "
+                                         f"this machine supports {supported}$"):
+        edgevit_kernels.set_cpu_isa(missing)
+    with pytest.raises(TypeError, match="set_cpu_isa: name must be a str or None, got int"):
+        edgevit_kernels.set_cpu_isa(2)
+    assert edgevit_kernels.cpu_isa() == before  # a rejected call changes nothing
+    torch.testing.assert_close(lgl_fused(*make_args(1, 4, 4, 8, 1, 2)),
+                               lgl_reference(*make_args(1, 4, 4, 8, 1, 2)), **TOL[torch.float32])
+
+
+def test_set_cpu_isa_auto_is_the_best():
+    with cpu_isa("scalar"):  # restores the ISA in use before (CI may force one)
+        for auto in (None, "auto", ""):
+            edgevit_kernels.set_cpu_isa("scalar")
+            assert edgevit_kernels.set_cpu_isa(auto) == ISAS[-1] == edgevit_kernels.cpu_isa()
+
+
+def test_set_cpu_isa_while_ops_run():
+    """Ops in flight while another thread switches the ISA finish on one ISA: each result is
+    bitwise that of the ISA it ran with, never a crash or a mix."""
+    args = make_args(1, 14, 14, 48, 2, 2)
+    expected = []
+    for name in ISAS:
+        with cpu_isa(name):
+            expected.append(lgl_fused(*args))
+    errors, stop = [], threading.Event()
+
+    def run():
+        try:
+            while not stop.is_set():
+                out = lgl_fused(*args)
+                if not any(torch.equal(out, e) for e in expected):
+                    errors.append("a result matching no ISA")
+        except Exception as e:  # noqa: BLE001  (reported below)
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    with cpu_isa(ISAS[0]):
+        for t in threads:
+            t.start()
+        try:
+            for i in range(200):
+                edgevit_kernels.set_cpu_isa(ISAS[i % len(ISAS)])
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=120)
+    assert not errors, errors[:3]
+
+
+_AT_START = """
+import torch, edgevit_kernels as ek
+from lgl_samples import make_args
+args = make_args(1, 4, 4, 8, 1, 2)
+try:
+    print("isa", ek.cpu_isa())
+except ValueError as e:
+    print("error", e)
+try:
+    ek.lgl_fused(*args)
+    print("op ok")
+except ValueError as e:
+    print("op error", e)
+print("set", ek.set_cpu_isa(None))
+ek.lgl_fused(*args)
+print("op ok")
+"""
+
+
+@pytest.mark.parametrize("env", ["scalar", "bogus"])
+def test_edgevit_cpu_isa_is_read_once_at_start(env):
+    """EDGEVIT_CPU_ISA picks the ISA when the extension loads; a bad value does not break the
+    import: cpu_isa() and every op raise, naming it, until set_cpu_isa chooses one."""
+    environ = dict(os.environ, EDGEVIT_CPU_ISA=env,
+                   PYTHONPATH=os.pathsep.join([os.path.dirname(__file__)] + sys.path))
+    out = subprocess.run([sys.executable, "-c", _AT_START], env=environ, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    if env == "scalar":
+        assert lines == ["isa scalar", "op ok", f"set {ISAS[-1]}", "op ok"]
+    else:
+        expect = (f"EDGEVIT_CPU_ISA at start: expected an ISA among auto, scalar, neon, avx2, "
+                  f"avx512, got 'bogus'; this machine supports {','.join(ISAS)}; call "
+                  "edgevit_kernels.set_cpu_isa(name)")
+        assert lines[0].startswith("error edgevit: " + expect), lines
+        assert lines[1].startswith("op error edgevit: " + expect), lines
+        assert lines[2:] == [f"set {ISAS[-1]}", "op ok"]
 
 
 # ---------------------------------------------------------------- torch integration
@@ -306,15 +389,10 @@ def _channels_with_entry_over_half_a_mib():
 
 def test_weight_cache_keys_on_isa_and_is_bounded(fresh_cache, monkeypatch):
     args = make_args(1, 8, 8, 16, 2, 2)
-    running = os.environ.get("EDGEVIT_CPU_ISA")  # CI forces one: the rest of the test runs on it
     for isa_name in ISAS:  # the same weights prepared for each ISA: each its own entry
-        monkeypatch.setenv("EDGEVIT_CPU_ISA", isa_name)
-        torch.testing.assert_close(lgl_fused(*args), lgl_reference(*args), **TOL[torch.float32])
+        with cpu_isa(isa_name):
+            torch.testing.assert_close(lgl_fused(*args), lgl_reference(*args), **TOL[torch.float32])
     assert edgevit_kernels.lgl_weight_cache_info()["entries"] == len(ISAS)
-    if running is None:
-        monkeypatch.delenv("EDGEVIT_CPU_ISA")
-    else:
-        monkeypatch.setenv("EDGEVIT_CPU_ISA", running)
     for seed in range(40):  # more weights than entries: the oldest go
         lgl_fused(*make_args(1, 8, 8, 16, 2, 2, seed=seed + 1))
     assert edgevit_kernels.lgl_weight_cache_info()["entries"] == 32

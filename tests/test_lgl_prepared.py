@@ -13,15 +13,9 @@ import torch
 import edgevit_kernels
 from edgevit_kernels import (lgl_block_reference, lgl_fused, lgl_fused_prepared, lgl_prepare,
                              lgl_reference)
-from lgl_samples import AWKWARD_SHAPES, EDGEVIT_SHAPES, make_args, shape_id
+from lgl_samples import AWKWARD_SHAPES, EDGEVIT_SHAPES, cpu_isa, make_args, shape_id
 
 ISAS = edgevit_kernels.supported_cpu_isas()
-
-
-@pytest.fixture(params=ISAS)
-def isa(request, monkeypatch):
-    monkeypatch.setenv("EDGEVIT_CPU_ISA", request.param)
-    return request.param
 
 
 def split(args):
@@ -230,13 +224,13 @@ def test_bad_prepared_truncated():
 
 
 @pytest.mark.skipif(len(ISAS) < 2, reason="needs two ISAs")
-def test_bad_prepared_for_another_isa(monkeypatch):
+def test_bad_prepared_for_another_isa():
     (x, H, W, heads, r, scale, eps), weights = split(make_args(1, 8, 8, 16, 2, 2))
-    monkeypatch.setenv("EDGEVIT_CPU_ISA", ISAS[-1])
-    prepared = lgl_prepare(*weights)
-    monkeypatch.setenv("EDGEVIT_CPU_ISA", ISAS[0])
-    with pytest.raises(RuntimeError, match=f"prepared was packed for ISA '{ISAS[-1]}', but the op "
-                                           f"now runs '{ISAS[0]}'"):
+    with cpu_isa(ISAS[-1]):
+        prepared = lgl_prepare(*weights)
+    with cpu_isa(ISAS[0]), pytest.raises(
+            RuntimeError, match=f"prepared was packed for ISA '{ISAS[-1]}', but the op now runs "
+                                f"'{ISAS[0]}'"):
         lgl_fused_prepared(x, H, W, heads, r, scale, eps, prepared)
 
 

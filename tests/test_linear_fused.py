@@ -16,12 +16,6 @@ SHAPES = [(3136, 36, 36), (784, 72, 72), (196, 144, 144), (3136, 48, 48), (784, 
           (196, 240, 240), (1, 1, 1), (63, 5, 17), (65, 33, 7), (130, 16, 100)]
 
 
-@pytest.fixture(params=ISAS)
-def isa(request, monkeypatch):
-    monkeypatch.setenv("EDGEVIT_CPU_ISA", request.param)
-    return request.param
-
-
 def make(M, K, N, dtype=torch.float32, lead=(1,), bias=True, residual=True, seed=0):
     g = torch.Generator().manual_seed(seed)
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import edgevit_kernels
+from lgl_samples import cpu_isa
 from edgevit_kernels import mlp_fused, mlp_fused_prepared, mlp_prepare, mlp_reference
 
 ISAS = edgevit_kernels.supported_cpu_isas()
@@ -21,12 +22,6 @@ EDGEVIT_SHAPES = [(3136, 36), (784, 72), (196, 144), (49, 288),
 # (rows, C, hidden): channel tails of every vector width, one-row and block-edge row counts.
 AWKWARD_SHAPES = [(1, 1, 1), (1, 3, 5), (31, 5, 7), (32, 17, 13), (33, 33, 64), (65, 16, 40),
                   (7, 100, 3), (97, 15, 129)]
-
-
-@pytest.fixture(params=ISAS)
-def isa(request, monkeypatch):
-    monkeypatch.setenv("EDGEVIT_CPU_ISA", request.param)
-    return request.param
 
 
 def make(rows, C, hidden, dtype=torch.float32, lead=(1,), bias=True, affine=True, seed=0,
@@ -202,12 +197,12 @@ def test_errors():
 
 
 @pytest.mark.skipif(len(ISAS) < 2, reason="needs two ISAs")
-def test_prepared_for_another_isa(monkeypatch):
+def test_prepared_for_another_isa():
     x, w = make(4, 8, 16)
     ws = weights_for(w, True)
-    monkeypatch.setenv("EDGEVIT_CPU_ISA", ISAS[-1])
-    prepared = mlp_prepare(*ws)
-    monkeypatch.setenv("EDGEVIT_CPU_ISA", ISAS[0])
-    with pytest.raises(RuntimeError, match=f"prepared was packed for ISA '{ISAS[-1]}', but the op "
-                                           f"now runs '{ISAS[0]}'"):
+    with cpu_isa(ISAS[-1]):
+        prepared = mlp_prepare(*ws)
+    with cpu_isa(ISAS[0]), pytest.raises(
+            RuntimeError, match=f"prepared was packed for ISA '{ISAS[-1]}', but the op now runs "
+                                f"'{ISAS[0]}'"):
         mlp_fused_prepared(x, prepared)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import edgevit_kernels
+from lgl_samples import cpu_isa
 from edgevit_kernels import (patch_embed, patch_embed_prepare, patch_embed_prepared,
                              patch_embed_reference)
 
@@ -23,12 +24,6 @@ EDGEVIT_SHAPES = [(1, 3, 224, 224, 36, 4), (1, 36, 56, 56, 72, 2), (1, 72, 28, 2
                   (1, 96, 28, 28, 240, 2), (1, 240, 14, 14, 384, 2)]
 AWKWARD_SHAPES = [(2, 5, 9, 11, 17, 3), (1, 1, 1, 1, 1, 1), (3, 7, 8, 8, 33, 2), (1, 2, 5, 5, 3, 5),
                   (2, 16, 6, 7, 40, 1), (3, 3, 18, 23, 20, 4), (2, 4, 13, 9, 12, 4)]
-
-
-@pytest.fixture(params=ISAS)
-def isa(request, monkeypatch):
-    monkeypatch.setenv("EDGEVIT_CPU_ISA", request.param)
-    return request.param
 
 
 def make(B, Cin, H, W, Cout, p, dtype=torch.float32, channels_last=False, bias=True, affine=True,
@@ -152,11 +147,11 @@ def test_errors():
 
 
 @pytest.mark.skipif(len(ISAS) < 2, reason="needs two ISAs")
-def test_prepared_for_another_isa(monkeypatch):
+def test_prepared_for_another_isa():
     x, w, b, nw, nb = make(1, 4, 8, 8, 6, 2)
-    monkeypatch.setenv("EDGEVIT_CPU_ISA", ISAS[-1])
-    prepared = patch_embed_prepare(w, b)
-    monkeypatch.setenv("EDGEVIT_CPU_ISA", ISAS[0])
-    with pytest.raises(RuntimeError, match=f"prepared was packed for ISA '{ISAS[-1]}', but the op "
-                                           f"now runs '{ISAS[0]}'"):
+    with cpu_isa(ISAS[-1]):
+        prepared = patch_embed_prepare(w, b)
+    with cpu_isa(ISAS[0]), pytest.raises(
+            RuntimeError, match=f"prepared was packed for ISA '{ISAS[-1]}', but the op now runs "
+                                f"'{ISAS[0]}'"):
         patch_embed_prepared(x, prepared, 6, 2)

@@ -4,7 +4,7 @@ Drawn: B in 0..3; num_heads 1..8 and head_dim 1..12 (C = heads * head_dim, 1..96
 1..8; H and W 1..20 (1x1 maps and r larger than H or W included); input magnitude normal,
 large (x * 1e4 + 1e3) or small (x * 1e-4); qkv/proj biases present or None; the weights'
 seed. Every example runs the op under every ISA of ``edgevit_kernels.supported_cpu_isas()``
-(EDGEVIT_CPU_ISA, re-read by the op on every call; float64 always runs the scalar kernels).
+(set with edgevit_kernels.set_cpu_isa; float64 always runs the scalar kernels).
 
 Tolerances. The ground truth is the reference in float64 on the same inputs (for float32, the
 float32 inputs upcast, so input rounding is not counted as error). With M = max |ref| (the

@@ -25,7 +25,7 @@
 // k = 5 25; k = 7 reads its 49 from memory, see pixel_rolled) and the block sweeps the row along
 // W, taps unrolled. Pixels whose taps all lie inside the row (w in [k/2, W - k/2)) run without
 // bounds tests, kGroup = 4 at a time (pixels_at: 4 independent accumulator chains, each input
-// vector loaded once for the pixels it feeds; that made k = 5 about 2x faster), then a pair,
+// vector loaded once for the pixels it feeds), then a pair,
 // then one; the k/2 border pixels at each end run together too, with their in-row taps known at
 // compile time (edge), or, when W < k - 1, one by one testing each tap column. Rows off
 // the map (null) are tested only in the k/2 top and bottom rows of a map (kAllRows).
@@ -87,7 +87,7 @@ EDGEVIT_DW_INLINE void pixel(const V& v, const float* const* rows, const typenam
 // loaded once for the up-to-k pixels it feeds (kNP + k - 1 loads per tap row instead of
 // kNP * k). in_register keeps it loaded once: without it GCC folds the load into each of the
 // k FMAs as a memory operand, and on x86 those reloads are cache-line-split loads whenever the
-// row stride C is not a multiple of the vector (C = 36, 72 with zmm: 1.3-1.5x slower).
+// row stride C is not a multiple of the vector (C = 36, 72 with zmm).
 // Per pixel the taps still go in (kh, kw) order.
 template <typename V, int K, bool kAllRows, int kNP, int kOff, int kCols>
 EDGEVIT_DW_INLINE void pixels(const V& v, const float* const* rows, const typename V::Vec* wv,

@@ -56,9 +56,9 @@ int64_t offset_group(int64_t C, int64_t R, int64_t nr) {
 // Wf lies in one offset d and is pw[d] (per row c) times a panel of G', so the forward can
 // scale the A rows instead (A-tile form: y[m] * pw[d] against G'): the buffer holds G' (C*C)
 // instead of Wf (R*C*C), R times less to build, for a scaling pass over B*H*W*C elements per
-// call. Measured interleaved, 2 threads: for lgl_fused, which builds the weights on every
-// call, it pays where R*C >= B*H*W (XS/S stage 3, B = 1: 0.55 -> 0.44 ms) and loses up to 8%
-// elsewhere; built once (lgl_prepare), Wf runs 4-10% faster. LglArgs::a_tile asks for it.
+// call: it pays for lgl_fused, which builds the weights on every call, where R*C >= B*H*W;
+// built once (lgl_prepare), Wf runs faster (docs/performance-notes.md). LglArgs::a_tile asks
+// for it.
 bool a_tile_form(int64_t C, int64_t r, int64_t nr, bool wanted) {
   return wanted && r > 1 && C % nr == 0;
 }
@@ -220,39 +220,60 @@ int64_t lgl_workspace_size(int64_t B, int64_t H, int64_t W, int64_t C, int64_t n
   return Layout(B, ceil_div(H, r) * ceil_div(W, r), C, num_heads, r, nr).total;
 }
 
-template <typename T>
-void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* weights,
-                       T* workspace, const ParallelFor& parallel_for,
-                       const MlpUKernels<T>* row_uk) {
-  const int64_t B = a.B, H = a.H, W = a.W, C = a.C, r = a.r, nr = uk.nr;
-  const int64_t h = ceil_div(H, r), w = ceil_div(W, r), n = h * w, N = H * W;
-  const int64_t heads = a.num_heads, d = C / heads, R = r * r;
-  const Layout L(B, n, C, heads, r, nr);
-  const WeightsLayout WL(C, r, nr, a.a_tile);
-  T* qkv = workspace + L.qkv;
-  T* y = workspace + L.y;
-  const T* qkv_wp = weights + WL.qkv_wp;
-  const T* out_wp = weights + WL.out_wp;
-  const T* kb = weights + WL.kb;
-  const T* e = weights + WL.e;
-  const T* pwt = weights + WL.pwt;
-  const T* qkv_b = weights + WL.qkv_b;
-  const T* out_b = weights + WL.out_b;  // prop_bias (r > 1) or proj_bias (r = 1)
-  const int64_t qkv_panels = ceil_div(3 * C, nr);
+namespace {
 
-  // 1. sample + qkv projection, tasks over (column block, batch, row block of sampled tokens).
-  //    When qkv_weight^T is large (> kRowMajorBytes), tasks run column block by column block,
-  //    so the weight panels of a block stay in cache while the few sampled rows are re-gathered.
-  //    When it is small it stays in cache anyway, and tasks run row block by row block: each
-  //    thread then gets whole row blocks, so an odd number of panels (XXS stage 1: 4 + 3) does
-  //    not leave one thread the larger half, and a row block is gathered once for all its
-  //    columns (whole op, AVX-512, 2 threads, interleaved A/B: 2-4% faster at B = 1 on XXS / XS
-  //    stages 1-3, 3.6-4.8% at B = 8 on XXS stages 1-3; the scalar variant within 1%).
-  // A map of at most 64 sampled tokens (EdgeViT's 7x7 and 14x14 stages) is still cut in two
-  // row blocks, so that the task count is even and two threads share the phase evenly.
+// What the phases of one lgl_fused_forward call share: its sizes, workspace buffers and
+// prepared weights (WeightsLayout), computed once.
+template <typename T>
+struct Forward {
+  const LglArgs<T>& a;
+  const LglUKernels<T>& uk;
+  const MlpUKernels<T>* row_uk;
+  const ParallelFor& parallel_for;
+  const T* weights;
+  int64_t B, H, W, C, r, nr, h, w, n, N, heads, d, R;
+  WeightsLayout WL;
+  T *qkv, *y, *rstd;
+  const T *qkv_wp, *out_wp, *kb, *e, *pwt, *qkv_b, *out_b;  // out_b: prop_bias or proj_bias
+  // One head: step 2 takes the LayerNorm statistics of its y rows, which are then final.
+  bool rstd_in_attention;
+
+  Forward(const LglArgs<T>& a_, const LglUKernels<T>& uk_, const T* weights_, T* workspace,
+          const ParallelFor& pf, const MlpUKernels<T>* row_uk_)
+      : a(a_), uk(uk_), row_uk(row_uk_), parallel_for(pf), weights(weights_), B(a.B), H(a.H),
+        W(a.W), C(a.C), r(a.r), nr(uk.nr), h(ceil_div(H, r)), w(ceil_div(W, r)), n(h * w),
+        N(H * W), heads(a.num_heads), d(C / heads), R(r * r), WL(C, r, nr, a.a_tile) {
+    const Layout L(B, n, C, heads, r, nr);
+    qkv = workspace + L.qkv;
+    y = workspace + L.y;
+    rstd = workspace + L.rstd;
+    qkv_wp = weights + WL.qkv_wp;
+    out_wp = weights + WL.out_wp;
+    kb = weights + WL.kb;
+    e = weights + WL.e;
+    pwt = weights + WL.pwt;
+    qkv_b = weights + WL.qkv_b;
+    out_b = weights + WL.out_b;
+    rstd_in_attention = r > 1 && heads == 1;
+  }
+};
+
+// Step 1: sample + qkv projection, tasks over (column block, batch, row block of sampled
+// tokens). A large qkv_weight^T (> kRowMajorBytes) is walked column block by column block, so
+// a block's weight panels stay in cache while the few sampled rows are re-gathered. A small one
+// stays in cache anyway, and tasks go row block by row block: each thread then gets whole row
+// blocks, so an odd number of panels (XXS stage 1: 4 + 3) does not leave one thread the larger
+// half, and a row block is gathered once for all its columns. A map of at most 64 sampled
+// tokens (the 7x7 and 14x14 stages) is still cut in two row blocks, so that the task count is
+// even and two threads share the phase evenly.
+template <typename T>
+void sample_qkv(const Forward<T>& f) {
+  const LglArgs<T>& a = f.a;
+  const int64_t B = f.B, C = f.C, n = f.n, w = f.w, r = f.r, W = f.W, nr = f.nr;
+  const int64_t qkv_panels = ceil_div(3 * C, nr);
   const Blocks qrows(n, n <= kMaxRows ? kOutRows : kMaxRows), qcols(qkv_panels, kMaxPanels);
   const bool row_major = int64_t(sizeof(T)) * 3 * C * C <= kRowMajorBytes;
-  parallel_for(qcols.count * B * qrows.count, [&](int64_t begin, int64_t end) {
+  f.parallel_for(qcols.count * B * qrows.count, [&](int64_t begin, int64_t end) {
     Scratch<T> tile(qrows.size * C);
     int64_t gathered = -1;  // (batch, row block) whose sampled rows are in tile
     for (int64_t task = begin; task < end; ++task) {
@@ -272,29 +293,33 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
             for (int64_t c = 0; c < C; ++c) tile[s * C + c] = src[c * a.x_sc];
           }
         }
-        if (a.pre_norm) row_uk->layernorm_rows(rows, C, tile.data(), C, a.pre_eps, nullptr,
-                                               nullptr, tile.data(), C);
+        if (a.pre_norm) f.row_uk->layernorm_rows(rows, C, tile.data(), C, a.pre_eps, nullptr,
+                                                 nullptr, tile.data(), C);
         gathered = br;
       }
-      uk.gemm(rows, cols, C, tile.data(), C, qkv_wp + qcols.begin(cb) * C * nr,
-              qkv_b + n0, qkv + (b * n + s0) * 3 * C + n0, 3 * C);
+      f.uk.gemm(rows, cols, C, tile.data(), C, f.qkv_wp + qcols.begin(cb) * C * nr,
+                f.qkv_b + n0, f.qkv + (b * n + s0) * 3 * C + n0, 3 * C);
     }
   });
+}
 
-  // 2. attention per (batch, head, query block): S = q k^T, softmax, S v -> y. Tasks run head by
-  //    head, so a thread packs a head's k^T and v once, when its head changes. With one head
-  //    (EdgeViT's stage 1) a task's y rows are then final, and it also computes their LayerNorm
-  //    statistics (step 3a), which saves a parallel region.
-  T* rstd = workspace + L.rstd;
-  const bool rstd_in_attention = r > 1 && heads == 1;
+// Step 2: attention per (batch, head, query block): S = q k^T, softmax, S v -> y. Tasks run
+// head by head, so a thread packs a head's k^T and v once, when its head changes. With one head
+// (EdgeViT's stage 1) a task's y rows are then final, and it also takes their LayerNorm
+// statistics (step 3a), which saves a parallel region.
+template <typename T>
+void attention(const Forward<T>& f) {
+  const LglUKernels<T>& uk = f.uk;
+  const int64_t B = f.B, C = f.C, n = f.n, d = f.d, heads = f.heads, nr = f.nr, R = f.R;
+  const Layout L(B, n, C, heads, f.r, nr);
   const Blocks arows(n, kMaxRows);
-  parallel_for(B * heads * arows.count, [&](int64_t begin, int64_t end) {
+  f.parallel_for(B * heads * arows.count, [&](int64_t begin, int64_t end) {
     Scratch<T> kt(L.kt_size), v(L.v_size), s(arows.size * n);
     int64_t packed = -1;  // (batch, head) whose k^T and v are in kt and v
     for (int64_t task = begin; task < end; ++task) {
       const int64_t bh = task / arows.count, qb = task % arows.count;
       const int64_t b = bh / heads, head = bh % heads;
-      const T* base = qkv + b * n * 3 * C + head * d;
+      const T* base = f.qkv + b * n * 3 * C + head * d;
       if (packed != bh) {
         // k^T (channel, token) is the transpose of k's rows: the ISA's in-register transpose.
         if (uk.pack_weight_t) {
@@ -306,117 +331,143 @@ void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* w
         packed = bh;
       }
       const int64_t q0 = arows.begin(qb), rows = arows.len(qb, n);
+      T* yq = f.y + (b * n + q0) * C;
       uk.gemm(rows, n, d, base + q0 * 3 * C, 3 * C, kt.data(), nullptr, s.data(), n);
-      uk.softmax_rows(rows, n, a.scale, s.data(), n);
-      uk.gemm(rows, d, n, s.data(), n, v.data(), nullptr, y + (b * n + q0) * C + head * d, C);
-      if (rstd_in_attention)  // one head: these y rows are complete, take their statistics now
-        uk.prop_rstd(rows, R, C, y + (b * n + q0) * C, C, pwt, out_b, a.eps,
-                     rstd + (b * n + q0) * R);
+      uk.softmax_rows(rows, n, f.a.scale, s.data(), n);
+      uk.gemm(rows, d, n, s.data(), n, v.data(), nullptr, yq + head * d, C);
+      if (f.rstd_in_attention)
+        uk.prop_rstd(rows, R, C, yq, C, f.pwt, f.out_b, f.a.eps, f.rstd + (b * n + q0) * R);
     }
   });
+}
 
-  // 3. propagate + LayerNorm + projection, straight into the output.
-  if (r > 1) {
-    // Folded (lgl_fused.h). 3a: the LayerNorm statistics of every propagated token, offsets in
-    // vector lanes (done in step 2 for one head). Each sampled token's statistics are its own,
-    // so the B*n rows (y and rstd are row-contiguous across batches) are split evenly over the
-    // threads, one call each: in blocks of up to 64 rows, a 7x7 map was a single task, and one
-    // thread ran the whole step (40-46 us of ~700 on XXS stage 3 in the scalar variant).
-    if (!rstd_in_attention) parallel_for(B * n, [&](int64_t begin, int64_t end) {
-      uk.prop_rstd(end - begin, R, C, y + begin * C, C, pwt, out_b, a.eps, rstd + begin * R);
-    });
-    // 3b: per (group of offsets, batch, block of sampled tokens m): one gemm
-    // y[m] * Wf[:, offsets] -> [rows, dg*C] (row m holds window m's tokens at those offsets,
-    // C columns each), or in the A-tile form one gemm (y[m] * pw[d]) * G' per offset d into
-    // the same columns; then the epilogue: each token's C columns times its rstd, plus e,
-    // stored at the token's place (dropped where the window is cropped).
-    // When nr divides C, each offset's C columns are whole panels, so where the ISA has
-    // gemm_scatter the epilogue runs on the gemm's register tiles, one gemm per offset, and
-    // the [rows, dg*C] scratch is never stored or reloaded: the same bits (AVX-512, 2 threads,
-    // interleaved A/B: XS stage 1 4.7% faster at B = 1 and 7.6% at B = 8, 0.6-2.3% on the
-    // other C = 96 / 144 / 240 stages).
-    const bool a_tile = a_tile_form(C, r, nr, a.a_tile);
-    const T* pw = weights + WL.pw;
-    const int64_t dg = offset_group(C, R, nr), groups = ceil_div(R, dg);
-    const bool scatter = uk.gemm_scatter && C % nr == 0;
-    // Without the scratch, blocks of up to 64 sampled tokens instead of 32: half the tasks and
-    // fuller row tiles (interleaved A/B: 0.6-1.8% faster on XS stages 1-3, B = 1 and 8).
-    const Blocks orows(n, scatter ? kMaxRows : kOutRows);
-    parallel_for(groups * B * orows.count, [&](int64_t begin, int64_t end) {
-      Scratch<T> acc(scatter ? 1 : orows.size * dg * C), at(a_tile ? orows.size * C : 1);
-      // Per task, the place and LayerNorm scale of each of its rows * nd tokens (in acc's row
-      // order; with gemm_scatter, offset by offset), so its epilogue is one call: per-token
-      // bookkeeping between calls cost more than the scaling itself at C = 48 (XS stage 1 runs
-      // one offset per task).
-      std::vector<T*> dst(orows.size * dg);
-      Scratch<T> sc(orows.size * dg);
-      std::vector<int64_t> tok(orows.size * dg);  // the token's index in the map, or -1 (cropped)
-      std::vector<int64_t> di(R), dj(R);  // offset d = (di, dj) in its window: no division per token
-      for (int64_t t = 0; t < R; ++t) di[t] = t / r, dj[t] = t % r;
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t gi = task / (B * orows.count), br = task % (B * orows.count);
-        const int64_t b = br / orows.count, ob = br % orows.count;
-        const int64_t m0 = orows.begin(ob), rows = orows.len(ob, n);
-        const int64_t d0 = gi * dg, nd = std::min(dg, R - d0);
-        const T* ym = y + (b * n + m0) * C;
-        T* out = a.out + b * N * C;
-        const T* rs = rstd + (b * n + m0) * R + d0;  // the block's LayerNorm scales at offset d0
-        // A-tile form: the block's y rows times pw[d], channel by channel, into at.
-        auto scaled_rows = [&](int64_t d) {
-          const T* p = pw + d * C;
-          for (int64_t m = 0; m < rows; ++m)
-            for (int64_t c = 0; c < C; ++c) at[m * C + c] = ym[m * C + c] * p[c];
-          return at.data();
-        };
-        if (scatter) {
-          for (int64_t t = 0; t < nd; ++t) {
-            const int64_t k0 = t * rows;  // offset d0 + t: entries [k0, k0 + rows)
-            place_tokens(m0, rows, d0 + t, 1, H, W, r, C, di.data(), dj.data(), rs + t, out,
-                         tok.data() + k0, dst.data() + k0, sc.data() + k0);
-            uk.gemm_scatter(rows, C, C, a_tile ? scaled_rows(d0 + t) : ym, C,
-                            out_wp + (a_tile ? 0 : (d0 + t) * C * C), kb + (d0 + t) * C,
-                            sc.data() + k0, e, dst.data() + k0);
-          }
-        } else {
-          if (a_tile) {
-            for (int64_t t = 0; t < nd; ++t)
-              uk.gemm(rows, C, C, scaled_rows(d0 + t), C, out_wp, kb + (d0 + t) * C,
-                      acc.data() + t * C, nd * C);
-          } else {
-            uk.gemm(rows, nd * C, C, ym, C, out_wp + d0 * C * C, kb + d0 * C, acc.data(),
-                    nd * C);
-          }
-          place_tokens(m0, rows, d0, nd, H, W, r, C, di.data(), dj.data(), rs, out, tok.data(),
-                       dst.data(), sc.data());
-          uk.scale_rows(rows * nd, C, acc.data(), sc.data(), e, dst.data());
+// Step 3a (r > 1, more than one head): the LayerNorm statistics of every propagated token,
+// offsets in vector lanes. Each sampled token's statistics are its own, so the B*n rows (y and
+// rstd are row-contiguous across batches) are split evenly over the threads, one call each:
+// in blocks of 64 rows, a 7x7 map would be a single task, run by one thread.
+template <typename T>
+void propagated_rstd(const Forward<T>& f) {
+  f.parallel_for(f.B * f.n, [&](int64_t begin, int64_t end) {
+    f.uk.prop_rstd(end - begin, f.R, f.C, f.y + begin * f.C, f.C, f.pwt, f.out_b, f.a.eps,
+                   f.rstd + begin * f.R);
+  });
+}
+
+// Step 3b (r > 1): per (group of offsets, batch, block of sampled tokens m): one gemm
+// y[m] * Wf[:, offsets] -> [rows, dg*C] (row m holds window m's tokens at those offsets, C
+// columns each), or in the A-tile form one gemm (y[m] * pw[d]) * G' per offset d into the same
+// columns; then the epilogue: each token's C columns times its rstd, plus e, stored at the
+// token's place (dropped where the window is cropped). When nr divides C, each offset's C
+// columns are whole panels, so where the ISA has gemm_scatter the epilogue runs on the gemm's
+// register tiles, one gemm per offset, and the [rows, dg*C] scratch is never stored or
+// reloaded (the same bits); without the scratch, blocks of 64 sampled tokens instead of 32
+// (half the tasks, fuller row tiles).
+template <typename T>
+void folded_output(const Forward<T>& f) {
+  const LglArgs<T>& a = f.a;
+  const LglUKernels<T>& uk = f.uk;
+  const int64_t B = f.B, H = f.H, W = f.W, C = f.C, r = f.r, n = f.n, N = f.N, R = f.R;
+  const bool a_tile = a_tile_form(C, r, f.nr, a.a_tile);
+  const T* pw = f.weights + f.WL.pw;
+  const int64_t dg = offset_group(C, R, f.nr), groups = ceil_div(R, dg);
+  const bool scatter = uk.gemm_scatter && C % f.nr == 0;
+  const Blocks orows(n, scatter ? kMaxRows : kOutRows);
+  f.parallel_for(groups * B * orows.count, [&](int64_t begin, int64_t end) {
+    Scratch<T> acc(scatter ? 1 : orows.size * dg * C), at(a_tile ? orows.size * C : 1);
+    // Per task, the place and LayerNorm scale of each of its rows * nd tokens (in acc's row
+    // order; with gemm_scatter, offset by offset), so its epilogue is one call: per-token
+    // bookkeeping between calls cost more than the scaling itself at C = 48.
+    std::vector<T*> dst(orows.size * dg);
+    Scratch<T> sc(orows.size * dg);
+    std::vector<int64_t> tok(orows.size * dg);  // the token's index in the map, or -1 (cropped)
+    std::vector<int64_t> di(R), dj(R);  // offset d = (di, dj) in its window: no division per token
+    for (int64_t t = 0; t < R; ++t) di[t] = t / r, dj[t] = t % r;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t gi = task / (B * orows.count), br = task % (B * orows.count);
+      const int64_t b = br / orows.count, ob = br % orows.count;
+      const int64_t m0 = orows.begin(ob), rows = orows.len(ob, n);
+      const int64_t d0 = gi * dg, nd = std::min(dg, R - d0);
+      const T* ym = f.y + (b * n + m0) * C;
+      T* out = a.out + b * N * C;
+      const T* rs = f.rstd + (b * n + m0) * R + d0;  // the block's LayerNorm scales at offset d0
+      // A-tile form: the block's y rows times pw[d], channel by channel, into at.
+      auto scaled_rows = [&](int64_t d) {
+        const T* p = pw + d * C;
+        for (int64_t m = 0; m < rows; ++m)
+          for (int64_t c = 0; c < C; ++c) at[m * C + c] = ym[m * C + c] * p[c];
+        return at.data();
+      };
+      if (scatter) {
+        for (int64_t t = 0; t < nd; ++t) {
+          const int64_t k0 = t * rows;  // offset d0 + t: entries [k0, k0 + rows)
+          place_tokens(m0, rows, d0 + t, 1, H, W, r, C, di.data(), dj.data(), rs + t, out,
+                       tok.data() + k0, dst.data() + k0, sc.data() + k0);
+          uk.gemm_scatter(rows, C, C, a_tile ? scaled_rows(d0 + t) : ym, C,
+                          f.out_wp + (a_tile ? 0 : (d0 + t) * C * C), f.kb + (d0 + t) * C,
+                          sc.data() + k0, f.e, dst.data() + k0);
         }
-        if (a.residual)
-          for (int64_t k = 0; k < rows * nd; ++k)
-            if (tok[k] >= 0) row_uk->add(C, a.x + b * a.x_sb + tok[k] * a.x_sn, dst[k]);
+      } else {
+        if (a_tile) {
+          for (int64_t t = 0; t < nd; ++t)
+            uk.gemm(rows, C, C, scaled_rows(d0 + t), C, f.out_wp, f.kb + (d0 + t) * C,
+                    acc.data() + t * C, nd * C);
+        } else {
+          uk.gemm(rows, nd * C, C, ym, C, f.out_wp + d0 * C * C, f.kb + d0 * C, acc.data(),
+                  nd * C);
+        }
+        place_tokens(m0, rows, d0, nd, H, W, r, C, di.data(), dj.data(), rs, out, tok.data(),
+                     dst.data(), sc.data());
+        uk.scale_rows(rows * nd, C, acc.data(), sc.data(), f.e, dst.data());
       }
-    });
+      if (a.residual)
+        for (int64_t k = 0; k < rows * nd; ++k)
+          if (tok[k] >= 0) f.row_uk->add(C, a.x + b * a.x_sb + tok[k] * a.x_sn, dst[k]);
+    }
+  });
+}
+
+// Step 3 (r = 1): the sampled map is the map; projection tasks over (column block, batch,
+// token block) read y, the residual added in the gemm's epilogue.
+template <typename T>
+void projection(const Forward<T>& f) {
+  const LglArgs<T>& a = f.a;
+  const int64_t B = f.B, C = f.C, N = f.N, n = f.n, nr = f.nr;
+  const int64_t proj_panels = ceil_div(C, nr);  // r = 1: out_wp is proj_weight^T
+  const Blocks orows(N, N <= kMaxRows ? kOutRows : kMaxRows), ocols(proj_panels, kMaxPanels);
+  f.parallel_for(ocols.count * B * orows.count, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t cb = task / (B * orows.count), br = task % (B * orows.count);
+      const int64_t b = br / orows.count, ob = br % orows.count;
+      const int64_t t0 = orows.begin(ob), rows = orows.len(ob, N);
+      const int64_t n0 = ocols.begin(cb) * nr;
+      const int64_t cols = std::min(ocols.len(cb, proj_panels) * nr, C - n0);
+      T* out = a.out + (b * N + t0) * C + n0;
+      const T* A = f.y + (b * n + t0) * C;
+      const T* Bp = f.out_wp + ocols.begin(cb) * C * nr;
+      if (a.residual) {
+        f.uk.gemm_add(rows, cols, C, A, C, Bp, f.out_b + n0,
+                      a.x + b * a.x_sb + t0 * a.x_sn + n0, a.x_sn, out, C);
+      } else {
+        f.uk.gemm(rows, cols, C, A, C, Bp, f.out_b + n0, out, C);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+template <typename T>
+void lgl_fused_forward(const LglArgs<T>& a, const LglUKernels<T>& uk, const T* weights,
+                       T* workspace, const ParallelFor& parallel_for,
+                       const MlpUKernels<T>* row_uk) {
+  const Forward<T> f(a, uk, weights, workspace, parallel_for, row_uk);
+  sample_qkv(f);
+  attention(f);
+  if (f.r > 1) {
+    if (!f.rstd_in_attention) propagated_rstd(f);
+    folded_output(f);
   } else {
-    // r = 1: the sampled map is the map; tasks over (column block, batch, token block) read y.
-    const int64_t proj_panels = ceil_div(C, nr);  // r = 1: out_wp is proj_weight^T
-    const Blocks orows(N, N <= kMaxRows ? kOutRows : kMaxRows), ocols(proj_panels, kMaxPanels);
-    parallel_for(ocols.count * B * orows.count, [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t cb = task / (B * orows.count), br = task % (B * orows.count);
-        const int64_t b = br / orows.count, ob = br % orows.count;
-        const int64_t t0 = orows.begin(ob), rows = orows.len(ob, N);
-        const int64_t n0 = ocols.begin(cb) * nr;
-        const int64_t cols = std::min(ocols.len(cb, proj_panels) * nr, C - n0);
-        T* out = a.out + (b * N + t0) * C + n0;
-        const T* A = y + (b * n + t0) * C;
-        const T* Bp = out_wp + ocols.begin(cb) * C * nr;
-        if (a.residual) {  // added in the gemm's epilogue
-          uk.gemm_add(rows, cols, C, A, C, Bp, out_b + n0, a.x + b * a.x_sb + t0 * a.x_sn + n0,
-                      a.x_sn, out, C);
-        } else {
-          uk.gemm(rows, cols, C, A, C, Bp, out_b + n0, out, C);
-        }
-      }
-    });
+    projection(f);
   }
 }
 

@@ -1,10 +1,11 @@
 // Micro-kernels of edgevit::lgl_fused: the per-ISA inner loops the fused driver (lgl_fused.cpp)
 // is built from. Torch-free: plain pointers, sizes and strides.
 //
-// Every ISA variant fills one LglUKernels<float> table with the same signatures; the scalar
-// variant (lgl_fused_scalar.cpp) is always compiled, doubles as the readable reference, and is
-// also instantiated for double. ISA files get their ISA flags from setup.py / the native
-// harness Makefile (per file), never from a whole-build -march.
+// Every ISA fills one LglUKernels<float> table (ukernels_<isa>.cpp) with the same signatures,
+// from its kernel families (gemm.h, softmax.h, layernorm.h); the scalar variants are always
+// compiled, double as the readable reference, and are also instantiated for double. ISA files
+// get their ISA flags from setup.py / the native harness Makefile (per file), never from a
+// whole-build -march.
 //
 // Packed-B layout shared by every gemm: B[K, N] is stored as ceil(N / nr) panels, each a
 // row-major [K, nr] block, the last one zero-padded to nr columns. Padding lives only in our
@@ -70,8 +71,8 @@ struct LglUKernels {
   //   dst[m][n] = scale[m] * (bias[n] + sum_k A[m*lda + k] * B(k, n)) + e[n],
   // the same bits as gemm into a scratch followed by scale_rows, without the scratch's store and
   // reload. Null where an ISA does not provide it: the driver then does exactly that. The
-  // scalar variant leaves it null: the epilogue on its tiles measured within 0.4% of gemm +
-  // scale_rows (forced scalar, XXS stages 2 and 3, XS stage 2, B = 1, interleaved A/B).
+  // scalar variant leaves it null: on its tiles the fused epilogue gains nothing measurable
+  // (docs/performance-notes.md).
   void (*gemm_scatter)(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* Bp,
                        const T* bias, const T* scale, const T* e, T* const* dst);
 };
@@ -104,8 +105,7 @@ struct GemmEpArgs {
 // group's `tiles` row tiles takes an equal share, one prefetch per k step, `step` bytes apart.
 // Row tile t prefetches [at(t), at(t) + K * step), all inside the next group. With no next group
 // step is 0 and at(t) is the current group: one repeated, harmless prefetch. Prefetches never
-// fault and are not loads. (Measured on the Ice Lake VM: 8-11% per C = 240 / 384 MLP with
-// weights rotating through L3, 3.7% / 4.5% per EdgeViT-XS / S forward.)
+// fault and are not loads (gains: docs/performance-notes.md).
 struct GroupPrefetch {
   const char* base;
   int64_t share, step;

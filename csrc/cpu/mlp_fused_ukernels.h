@@ -5,8 +5,9 @@
 // lgl_fused_ukernels.h) of the same ISA: gemm_gelu and gemm_add apply gelu and add below in the
 // gemm's epilogue (the same bits). This table holds the element-wise steps around them; gelu and
 // add stay as the reference of those epilogues and for callers without a gemm (linear_fused).
-// The scalar variant (mlp_fused_scalar.cpp) is always compiled, is the readable reference and is
-// also instantiated for double; the ISA files get their flags per file, like the lgl ones.
+// The scalar variants (activation_scalar.cpp, layernorm_scalar.cpp) are always compiled, are the
+// readable reference and are also instantiated for double; the ISA files get their flags per
+// file, like the lgl ones. Each ISA's table is assembled in ukernels_<isa>.cpp.
 #pragma once
 
 #include <cstdint>

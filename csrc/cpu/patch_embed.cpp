@@ -12,10 +12,10 @@ constexpr int64_t kPixels = 32;  // output pixels of one task (fixed: thread-cou
 // Row t of `tile` = the patch of output pixel m0 + t, for t < rows: runs of p pixels
 // (channel-major: k = (c * p + ki) * p + kj) or of Cin channels (pixel-major:
 // k = (ki * p + kj) * Cin + c). P > 0 is p at compile time, so each run of a unit-stride image
-// is a fixed-size copy (stage 1's 3-channel image: 12 runs of 4 floats per pixel). With p at
-// run time each run was a loop with its own trip-count check: the whole op was 31-45% slower
-// on XXS / XS stage 1, B = 1 and 8 (2-core Ice Lake, interleaved A/B, the same bits). P = 0
-// reads p from `a`. Unit strides get their own loops, which the compiler vectorises.
+// is a fixed-size copy (stage 1's 3-channel image: 12 runs of 4 floats per pixel); with p at
+// run time each run is a loop with its own trip-count check, much slower on stage 1
+// (docs/performance-notes.md). P = 0 reads p from `a`. Unit strides get their own loops,
+// which the compiler vectorises.
 template <int64_t P, typename T>
 void gather_patches(const PatchEmbedArgs<T>& a, bool channel_major, int64_t m0, int64_t rows,
                     int64_t Ho, int64_t Wo, T* tile) {

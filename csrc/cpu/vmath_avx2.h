@@ -1,4 +1,5 @@
-// Vector math shared by the AVX2 micro-kernels (lgl_fused_avx2.cpp, mlp_fused_avx2.cpp).
+// Vector math shared by the AVX2 micro-kernels (gemm_avx2.cpp, softmax_, layernorm_,
+// activation_).
 // Included only by files built with the AVX2 flags; elsewhere it is empty. Only intrinsics:
 // internal linkage, so no AVX2-compiled copy can be picked for another file's callers.
 #pragma once

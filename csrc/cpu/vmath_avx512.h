@@ -1,4 +1,5 @@
-// Vector math shared by the AVX-512 micro-kernels (lgl_fused_avx512.cpp, mlp_fused_avx512.cpp).
+// Vector math shared by the AVX-512 micro-kernels (gemm_avx512.cpp, softmax_, layernorm_,
+// activation_).
 // Included only by files built with the AVX-512 flags; elsewhere it is empty. Only intrinsics:
 // internal linkage, so no AVX-512-compiled copy can be picked for another file's callers.
 #pragma once

@@ -1,4 +1,5 @@
-// Vector math shared by the NEON micro-kernels (lgl_fused_neon.cpp, mlp_fused_neon.cpp).
+// Vector math shared by the NEON micro-kernels (gemm_neon.cpp, softmax_, layernorm_,
+// activation_).
 // Included only by files built with the NEON flags; elsewhere it is empty. Only intrinsics:
 // internal linkage, so no NEON-compiled copy can be picked for another file's callers.
 #pragma once

@@ -840,7 +840,7 @@ std::vector<float> run_fused(const UK& uk, const OpShape& s, const OpData& d, bo
   const edgevit::cpu::ParallelFor pf = one_by_one ? one_by_one_for : serial_for;
   edgevit::cpu::lgl_prepare_weights<float>(a, uk, weights.data(), pf);
   edgevit::cpu::lgl_fused_forward<float>(a, uk, weights.data(), ws.data(), pf,
-                                         edgevit::cpu::mlp_ukernels_named(uk.name));
+                                         edgevit::cpu::isa_named(uk.name)->mlp);
   return std::vector<float>(out.data(), out.data() + out.size());
 }
 
@@ -890,7 +890,7 @@ void test_fused(const std::vector<const UK*>& isas, std::vector<Tally>& tallies)
 // dwconv
 
 // The dwconv table of the same ISA as an lgl table.
-const DUK& dwconv_table(const UK& uk) { return *edgevit::cpu::dwconv_ukernels_named(uk.name); }
+const DUK& dwconv_table(const UK& uk) { return *edgevit::cpu::isa_named(uk.name)->dwconv; }
 
 // out (and S, the sum of the magnitudes of its terms) of one output row in double, straight from
 // the definition (dwconv_ukernels.h).
@@ -1081,7 +1081,7 @@ void test_dwconv_forward(const std::vector<const UK*>& isas, std::vector<Tally>&
 // ------------------------------------------------------------------------------------------
 // mlp_fused micro-kernels and driver
 
-const MUK* mlp_table(const UK* uk) { return edgevit::cpu::mlp_ukernels_named(uk->name); }
+const MUK* mlp_table(const UK* uk) { return edgevit::cpu::isa_named(uk->name)->mlp; }
 
 // gemm_gelu and gemm_add of each table: bit-exact vs the same table's gemm followed by the
 // mlp table's gelu / add (their contract), C written only inside its rows' first N columns
@@ -1664,7 +1664,8 @@ int main(int argc, char** argv) {
   bool missing = false;
   for (const char* name : {"neon", "avx2", "avx512"}) {
     std::string err;
-    const UK* uk = edgevit::cpu::select_ukernels(name, &err);
+    const edgevit::cpu::IsaConfig* isa = edgevit::cpu::select_isa(name, &err);
+    const UK* uk = isa ? isa->lgl : nullptr;
     if (uk) {
       isas.push_back(uk);
     } else {
