@@ -182,9 +182,11 @@ PreparedHeader prepared_header(const char* op, const char* maker, double magic,
   // Reads slot i as an integer in [lo, hi], or fails naming the field.
   const auto field = [&](int64_t i, const char* name, int64_t lo, int64_t hi) {
     const double d = double(h[i]);
-    TORCH_CHECK(std::isfinite(d) && d == std::floor(d) && d >= double(lo) && d <= double(hi), op,
-                ": prepared's header field ", name, " must be an integer in [", lo, ", ", hi,
-                "], got ", d, ": prepared is corrupt or was not made by edgevit::", maker);
+    const bool integral = std::isfinite(d) && d == std::floor(d);
+    TORCH_CHECK(integral && d >= double(lo) && d <= double(hi), op, ": prepared's header field ",
+                name, " must be an integer in [", lo, ", ", hi, "], got ",
+                integral && std::abs(d) < 9e18 ? std::to_string(int64_t(d)) : c10::str(d),
+                ": prepared is corrupt or was not made by edgevit::", maker);
     out.v[i] = int64_t(d);
   };
   field(1, "isa", 0, 3);
