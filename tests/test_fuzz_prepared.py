@@ -23,6 +23,7 @@ import sys
 import pytest
 
 CASES_PER_WORKER = 400
+CRAFTED_SHARE = 0.5  # the share of cases that build a blob from scratch (_crafted)
 HEADER = 16
 CHECK = HEADER - 1
 MAGIC = {"lgl": 20221023, "mlp": 20221101, "patch_embed": 20221102, "linear": 20221103}
@@ -97,6 +98,83 @@ def _setups(op, dtype):
             return ek.linear_fused_prepared(x, blob, N, res)
         return call, blobs, [24], (7, 24)
     raise ValueError(op)
+
+
+SIZE_VALUES = [0, 0, 1, 1, 2, 3, 4, 8, 16, 16, 24, -1, 2 ** 24, 2 ** 30, 2 ** 31, 2 ** 40]
+
+
+def _crafted(op, dtype, rng):
+    """A blob built from scratch, as an attacker would: header sizes from SIZE_VALUES (flags 0 or
+    1), a right magic, ISA, nr and check value, a payload of the length the op's
+    *_prepared_numel gives for those sizes (or, where that raises, a guess such as 16 + a size,
+    the length a wrapping size computation would expect), an x shaped to match and integer
+    arguments equal to the header's. Returns (description, blob, call)."""
+    import torch
+
+    import edgevit_kernels as ek
+
+    nsizes, flags = {"lgl": (2, 1), "mlp": (2, 1), "patch_embed": (3, 0), "linear": (2, 0)}[op]
+    sizes = [rng.choice(SIZE_VALUES) for _ in range(nsizes)] + [rng.choice([0, 1, 2, -1])
+                                                                 for _ in range(flags)]
+    numel_fn = {"lgl": lambda: torch.ops.edgevit.lgl_prepared_numel(*sizes[:2], dtype),
+                "mlp": lambda: torch.ops.edgevit.mlp_prepared_numel(*sizes[:2], dtype),
+                "patch_embed": lambda: torch.ops.edgevit.patch_embed_prepared_numel(*sizes, dtype),
+                "linear": lambda: torch.ops.edgevit.linear_prepared_numel(*sizes, dtype)}[op]
+    try:
+        numel = numel_fn()
+    except RuntimeError:
+        numel = HEADER + rng.choice([0, 864, abs(sizes[0] * sizes[1])] + [abs(v) for v in sizes])
+    if not HEADER <= numel <= 1 << 20:
+        numel = HEADER + rng.choice([0, 16, 864])
+    genuine = {"lgl": lambda: ek.lgl_prepare(*_lgl_weights(dtype)),
+               "mlp": lambda: ek.mlp_prepare(torch.ones(2, 2, dtype=dtype), None,
+                                             torch.ones(2, 2, dtype=dtype), None),
+               "patch_embed": lambda: ek.patch_embed_prepare(torch.ones(2, 2, 1, 1, dtype=dtype),
+                                                             None),
+               "linear": lambda: ek.linear_prepare(torch.ones(2, 2, dtype=dtype))}[op]()
+    blob = torch.randn(numel, dtype=torch.float64).to(dtype)
+    blob[:3] = genuine[:3]  # magic, ISA, nr of the running ISA
+    blob[3:HEADER] = 0
+    for i, v in enumerate(sizes):
+        blob[3 + i] = float(v)
+    _forge(blob, op)
+
+    def fits(c, hi=64):
+        return 1 <= c <= hi
+
+    if op == "lgl":
+        C, r = sizes[0], sizes[1]
+        B, (H, W) = rng.choice([1, 2, 16]), rng.choice([(1, 1), (2, 3), (5, 4)])
+        x = torch.randn(B, H * W, C if fits(C) else 16, dtype=dtype)
+
+        def call():
+            return ek.lgl_fused_prepared(x, H, W, 1, r, 1.0, 1e-5, blob, 1e-5, rng.random() < .5)
+    elif op == "mlp":
+        x = torch.randn(3, sizes[0] if fits(sizes[0]) else 16, dtype=dtype)
+
+        def call():
+            return ek.mlp_fused_prepared(x, blob, 1e-5, False)
+    elif op == "patch_embed":
+        Cin, Cout, p = sizes
+        side = p if fits(p, 8) else 8
+        x = torch.randn(1, Cin if fits(Cin, 8) else 3, side, side + 1, dtype=dtype)
+
+        def call():
+            return ek.patch_embed_prepared(x, blob, Cout, p, True, None, None, 1e-5)
+    else:
+        x = torch.randn(3, sizes[0] if fits(sizes[0]) else 16, dtype=dtype)
+
+        def call():
+            return ek.linear_fused_prepared(x, blob, sizes[1], None)
+    return f"crafted sizes={sizes} numel={numel} x={list(x.shape)}", blob, call
+
+
+def _lgl_weights(dtype):
+    import torch
+
+    C = 2
+    return [torch.ones(3 * C, C, dtype=dtype), None, None, None, None, None,
+            torch.ones(C, C, dtype=dtype), None, 1]
 
 
 def _header_ints(blob):
@@ -189,6 +267,18 @@ def worker(op, dtype_name, seed, n):
     counts = {"raised": 0, "accepted_equal": 0, "accepted_changed": 0}
     bad = []
     for i in range(n):
+        if rng.random() < CRAFTED_SHARE:
+            desc, blob, crafted_call = _crafted(op, dtype, rng)
+            print(f"case {i}: {desc} header={blob[:HEADER].tolist()}", file=sys.stderr, flush=True)
+            try:
+                out = crafted_call()
+            except (RuntimeError, ValueError, TypeError):
+                counts["raised"] += 1
+                continue
+            counts["accepted_changed"] += 1
+            if not bool(torch.isfinite(out).all()):
+                bad.append(f"case {i} ({desc}): accepted with a non-finite result")
+            continue
         k = rng.randrange(len(blobs))
         kind, blob, ia = _mutate(rng, op, blobs[k], int_args)
         print(f"case {i}: {kind} header={blob[:HEADER].tolist() if blob.dim() == 1 else '2-D'} "
