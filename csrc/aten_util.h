@@ -11,6 +11,7 @@
 #include <limits>
 #include <functional>
 #include <initializer_list>
+#include <iomanip>
 #include <utility>
 #include <string>
 #include <vector>
@@ -175,7 +176,8 @@ PreparedHeader prepared_header(const char* op, const char* maker, double magic,
                                std::initializer_list<HeaderField> fields) {
   const T* h = prepared.const_data_ptr<T>();
   TORCH_CHECK(h[0] == T(magic), op, ": prepared was not made by edgevit::", maker,
-              " (header magic ", double(h[0]), ", expected ", magic, ")");
+              " (header magic ", c10::str(std::setprecision(17), double(h[0])), ", expected ",
+              int64_t(magic), ")");
   PreparedHeader out{};
   out.op = op;
   out.v[0] = int64_t(magic);
