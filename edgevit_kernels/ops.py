@@ -275,21 +275,39 @@ def _register_autograd(op: str, backward, setup_context, reference) -> None:
     _lib.impl(name, kernel, "Autograd", with_keyset=True)
 
 
+class _InferenceOnly(torch.autograd.Function):
+    """The output of an inference-only op called on tensors that require grad: its backward
+    raises (the dispatcher's fallback only warned, and the inputs got no gradient)."""
+
+    @staticmethod
+    def forward(ctx, message, out, *inputs):
+        ctx.message = message
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(ctx.message)
+
+
 def _register_no_autograd(op: str, instead: str) -> None:
     """An autograd kernel for an inference-only ``op`` (the ``*_prepared`` ops): forward-mode AD
-    through it is an error rather than a zero tangent; everything else runs the kernel below
-    autograd, as the dispatcher's fallback did (the output has no grad_fn)."""
+    through it raises at once rather than giving a zero tangent, and backward through it raises
+    rather than leaving the inputs without a gradient."""
     name = op.split("::")[1]
     overload = getattr(torch.ops.edgevit, name).default
+    no_formula = f"{op} has no autograd formula (inference only): it cannot be differentiated"
+    use_instead = f"use {instead} with the unprepared weights"
 
     def kernel(keyset, *args):
         if _has_tangent(args):
-            raise RuntimeError(
-                f"{op} has no autograd formula (inference only): it cannot be differentiated "
-                f"in forward mode (torch.func.jvp / torch.autograd.forward_ad); use {instead} "
-                f"with the unprepared weights")
+            raise RuntimeError(f"{no_formula} in forward mode (torch.func.jvp / "
+                               f"torch.autograd.forward_ad); {use_instead}")
         with torch._C._AutoDispatchBelowAutograd():
-            return overload.redispatch(keyset & torch._C._after_autograd_keyset, *args)
+            out = overload.redispatch(keyset & torch._C._after_autograd_keyset, *args)
+        if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
+            tensors = [a for a in args if isinstance(a, Tensor)]
+            out = _InferenceOnly.apply(f"{no_formula}; {use_instead}", out, *tensors)
+        return out
 
     _lib.impl(name, kernel, "Autograd", with_keyset=True)
 

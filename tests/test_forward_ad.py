@@ -145,3 +145,16 @@ def test_prepared_ops_raise_under_forward_ad(call, which):
         f(fwAD.make_dual(args[i], tangent))
     # Without a tangent the op still runs.
     assert torch.isfinite(op(*args)).all()
+
+
+@pytest.mark.parametrize("call", prepared_calls(), ids=[c[0] for c in prepared_calls()])
+def test_prepared_ops_backward_raises(call):
+    """Reverse mode too: a clear error at backward (the dispatcher's fallback only warned and
+    left x without a gradient)."""
+    name, op, args = call
+    x = args[0].clone().requires_grad_()
+    out = op(x, *args[1:])
+    with pytest.raises(RuntimeError, match=rf"edgevit::{name} has no autograd formula"):
+        out.sum().backward()
+    with torch.no_grad():
+        assert not op(x, *args[1:]).requires_grad
