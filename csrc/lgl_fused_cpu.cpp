@@ -84,14 +84,33 @@ void check_weights(const at::Tensor& x, int64_t C, int64_t r, const at::Tensor& 
   }
 }
 
+// Every product cpu::lgl_weights_size forms for (C, r, nr) (WeightsLayout, cpu/lgl_fused.cpp),
+// below kMaxSize; before any of it is computed.
+void check_weights_size(const char* op, int64_t C, int64_t r, int64_t nr) {
+  const int64_t R = checked_product(op, "sr_ratio * sr_ratio", {r, r});
+  const int64_t RC = checked_product(op, "sr_ratio * sr_ratio * C", {R, C});
+  check_packed(op, "the packed qkv weight C * 3C", C, checked_product(op, "3C", {3, C}), nr);
+  check_packed(op, "the packed folded weight C * (sr_ratio * sr_ratio * C)", C, RC, nr);
+}
+
+// The same for cpu::lgl_workspace_size (Layout, cpu/lgl_fused.cpp); H * W and C % num_heads
+// were checked by check_x.
+void check_workspace_size(const char* op, int64_t B, int64_t H, int64_t W, int64_t C,
+                          int64_t num_heads, int64_t r, int64_t nr) {
+  const int64_t n = ((H + r - 1) / r) * ((W + r - 1) / r);
+  checked_product(op, "the workspace B * n * 3C", {B, n, 3, C});
+  checked_product(op, "the workspace B * n * sr_ratio * sr_ratio", {B, n, r, r});
+  check_packed(op, "a packed k^T tile", C / num_heads, n, nr);
+  check_packed(op, "a packed v tile", n, C / num_heads, nr);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Prepared weights (lgl_prepare / lgl_fused_prepared)
 //
 // A 1-D tensor of the weights' dtype: a header of kHeader elements, then the buffer
 // cpu::lgl_prepare_weights fills (packed for one micro-kernel table: its panel width and ISA).
-// Header: magic, ISA index in kIsaNames (aten_util.h), panel width nr, C, sr_ratio, pre_norm
-// (1 when an input LayerNorm's affine is folded into qkv), then zeros. As long as the other
-// prepared buffers' (kPreparedHeader, aten_util.h): the panels start on a cache line.
+// Header (write_prepared_header, aten_util.h): magic, ISA index, panel width nr, C, sr_ratio,
+// pre_norm (1 when the op applies an input LayerNorm, its affine folded into qkv), zeros, check.
 constexpr int64_t kHeader = kPreparedHeader;
 constexpr double kMagic = 20221023.0;  // exact in float32 and float64
 template <typename T>
@@ -127,9 +146,7 @@ void prepare_into(const cpu::LglUKernels<T>& uk, int64_t C, int64_t r,
   a.pre_b = ptr_or_null<T>(pre_b);
   a.a_tile = a_tile;
   T* p = buffer.data_ptr<T>();
-  const T header[kHeader] = {T(kMagic), T(isa_index(uk.name)), T(uk.nr), T(C), T(r),
-                             T(pre_norm ? 1 : 0), 0, 0};
-  std::copy(header, header + kHeader, p);
+  write_prepared_header<T>(p, kMagic, uk, {C, r, pre_norm ? 1 : 0});
   cpu::lgl_prepare_weights<T>(a, uk, p + kHeader, at_parallel_for());
 }
 
@@ -153,6 +170,7 @@ void forward(const Tables<T>& tb, const at::Tensor& x, int64_t H, int64_t W,
   a.pre_eps = static_cast<T>(pre_norm_eps);
   a.residual = residual;
   a.a_tile = a_tile;
+  check_workspace_size("lgl_fused", B, H, W, C, num_heads, r, uk.nr);
   at::Tensor workspace =
       at::empty({cpu::lgl_workspace_size(B, H, W, C, num_heads, r, uk.nr)}, x.options());
   cpu::lgl_fused_forward<T>(a, uk, prepared.const_data_ptr<T>() + kHeader,
@@ -162,6 +180,7 @@ void forward(const Tables<T>& tb, const at::Tensor& x, int64_t H, int64_t W,
 // a_tile: the A-tile form of the fold where it applies (cpu::LglArgs::a_tile).
 at::Tensor new_prepared(const at::Tensor& like, int64_t C, int64_t r, int64_t nr,
                         bool a_tile) {
+  check_weights_size("lgl_prepare", C, r, nr);
   return at::empty({kHeader + cpu::lgl_weights_size(C, r, nr, a_tile)},
                    like.options().memory_format(at::MemoryFormat::Contiguous));
 }
@@ -180,6 +199,7 @@ at::Tensor lgl_fused_cpu(const at::Tensor& x, int64_t H, int64_t W, int64_t num_
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lgl_fused", [&] {
     const Tables<scalar_t> tb = tables<scalar_t>();
+    check_weights_size("lgl_fused", C, sr_ratio, tb.gemm.nr);
     // Weights for this one call: the A-tile form where building Wf (R*C*C) would cost more
     // than scaling A (B*H*W*C; see cpu/lgl_fused.cpp).
     const bool a_tile = sr_ratio * sr_ratio * C >= x.size(0) * H * W;
@@ -255,22 +275,20 @@ at::Tensor lgl_fused_prepared_cpu(const at::Tensor& x, int64_t H, int64_t W, int
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lgl_fused_prepared", [&] {
     const Tables<scalar_t> tb = tables<scalar_t>();
     const auto& uk = tb.gemm;
-    const scalar_t* h = prepared.const_data_ptr<scalar_t>();
-    TORCH_CHECK(h[0] == scalar_t(kMagic),
-                "lgl_fused_prepared: prepared was not made by edgevit::lgl_prepare");
-    const int64_t isa = int64_t(h[1]), nr = int64_t(h[2]), pc = int64_t(h[3]), pr = int64_t(h[4]);
-    TORCH_CHECK(pc == C && pr == sr_ratio, "lgl_fused_prepared: prepared holds weights for C = ",
-                pc, ", sr_ratio = ", pr, ", but x has C = ", C, " and sr_ratio = ", sr_ratio);
-    TORCH_CHECK(isa == isa_index(uk.name) && nr == uk.nr, "lgl_fused_prepared: prepared was "
-                "packed for ISA '", isa >= 0 && isa < 4 ? kIsaNames[isa] : "?", "', but the op "
-                "now runs '", uk.name, "' (EDGEVIT_CPU_ISA changed?): call lgl_prepare again");
-    TORCH_CHECK(prepared.numel() == kHeader + cpu::lgl_weights_size(C, sr_ratio, nr),
-                "lgl_fused_prepared: prepared has ", prepared.numel(), " elements, expected ",
-                kHeader + cpu::lgl_weights_size(C, sr_ratio, nr));
+    const PreparedHeader h = prepared_header<scalar_t>(
+        "lgl_fused_prepared", "lgl_prepare", kMagic, prepared, uk,
+        {size_field("C"), size_field("sr_ratio"), flag_field("pre_norm")});
+    TORCH_CHECK(h[3] == C && h[4] == sr_ratio, "lgl_fused_prepared: prepared holds weights for "
+                "C = ", h[3], ", sr_ratio = ", h[4], ", but x has C = ", C, " and sr_ratio = ",
+                sr_ratio);
+    check_weights_size("lgl_fused_prepared", C, sr_ratio, uk.nr);
+    check_prepared_numel("lgl_fused_prepared", prepared,
+                         cpu::lgl_weights_size(C, sr_ratio, uk.nr));
+    const bool pre_norm = h[5] == 1;
     // The residual is read row by row (x_sc == 1); any other layout is copied once.
     const at::Tensor xr = residual && x.stride(2) != 1 ? x.contiguous() : x;
     if (out.numel() > 0)
-      forward<scalar_t>(tb, xr, H, W, num_heads, sr_ratio, scale, norm_eps, prepared, h[5] != 0,
+      forward<scalar_t>(tb, xr, H, W, num_heads, sr_ratio, scale, norm_eps, prepared, pre_norm,
                         pre_norm_eps, residual, false, out);
   });
   return out;
@@ -286,6 +304,7 @@ int64_t lgl_prepared_numel(int64_t C, int64_t sr_ratio, c10::ScalarType dtype) {
   TORCH_CHECK(C >= 1 && sr_ratio >= 1, "lgl_prepared_numel: C and sr_ratio must be >= 1, got C = ",
               C, ", sr_ratio = ", sr_ratio);
   const int64_t nr = dtype == at::kDouble ? cpu::scalar_ukernels<double>().nr : float_ukernels().nr;
+  check_weights_size("lgl_prepared_numel", C, sr_ratio, nr);
   return kHeader + cpu::lgl_weights_size(C, sr_ratio, nr);
 }
 

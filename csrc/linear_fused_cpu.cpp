@@ -87,6 +87,7 @@ at::Tensor forward(const Tables<T>& tb, const at::Tensor& x, int64_t K, int64_t 
 }
 
 at::Tensor new_prepared(const at::Tensor& like, int64_t K, int64_t N, int64_t nr) {
+  check_packed("linear_prepare", "the packed weight in_features * out_features", K, N, nr);
   return at::empty({kHeader + cpu::linear_weights_size(K, N, nr)},
                    like.options().memory_format(at::MemoryFormat::Contiguous));
 }
@@ -96,6 +97,8 @@ at::Tensor linear_fused_cpu(const at::Tensor& x, const at::Tensor& weight, const
   const auto [K, N] = check_weight("linear_fused", weight, bias);
   const std::vector<int64_t> shape =
       check_x("linear_fused", x, weight.scalar_type(), K, N, residual);
+  TORCH_CHECK(x.device() == weight.device(), "linear_fused: x must be on the device of weight (",
+              weight.device(), "), got ", x.device());
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linear_fused", [&] {
     const Tables<scalar_t> tb = tables<scalar_t>();
@@ -124,8 +127,11 @@ at::Tensor linear_fused_prepared_cpu(const at::Tensor& x, const at::Tensor& prep
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linear_fused_prepared", [&] {
     const Tables<scalar_t> tb = tables<scalar_t>();
-    const scalar_t* h = prepared_header<scalar_t>(op, "linear_prepare", kMagic, prepared, tb.gemm);
-    const int64_t K = int64_t(h[3]), N = int64_t(h[4]);
+    const PreparedHeader h =
+        prepared_header<scalar_t>(op, "linear_prepare", kMagic, prepared, tb.gemm,
+                                  {size_field("in_features"), size_field("out_features")});
+    const int64_t K = h[3], N = h[4];
+    check_packed(op, "the packed weight in_features * out_features", K, N, tb.gemm.nr);
     check_prepared_numel(op, prepared, cpu::linear_weights_size(K, N, tb.gemm.nr));
     TORCH_CHECK(out_features == N, op, ": prepared holds a weight of ", N,
                 " out_features, but out_features = ", out_features, " was given");
@@ -141,6 +147,8 @@ int64_t linear_prepared_numel(int64_t in_features, int64_t out_features, c10::Sc
   TORCH_CHECK(in_features >= 1 && out_features >= 1, "linear_prepared_numel: in_features and "
               "out_features must be >= 1, got ", in_features, ", ", out_features);
   const int64_t nr = dtype == at::kDouble ? cpu::scalar_ukernels<double>().nr : float_ukernels().nr;
+  check_packed("linear_prepared_numel", "the packed weight in_features * out_features",
+               in_features, out_features, nr);
   return kHeader + cpu::linear_weights_size(in_features, out_features, nr);
 }
 

@@ -120,7 +120,14 @@ at::Tensor forward(const Tables<T>& tb, const at::Tensor& x, int64_t C, int64_t 
   return out;
 }
 
+// Every product cpu::mlp_weights_size forms (MlpLayout, cpu/mlp_fused.cpp) below kMaxSize.
+void check_weights_size(const char* op, int64_t C, int64_t hidden, int64_t nr) {
+  check_packed(op, "the packed fc1 weight C * hidden", C, hidden, nr);
+  check_packed(op, "the packed fc2 weight hidden * C", hidden, C, nr);
+}
+
 at::Tensor new_prepared(const at::Tensor& like, int64_t C, int64_t hidden, int64_t nr) {
+  check_weights_size("mlp_prepare", C, hidden, nr);
   return at::empty({kHeader + cpu::mlp_weights_size(C, hidden, nr)},
                    like.options().memory_format(at::MemoryFormat::Contiguous));
 }
@@ -166,10 +173,12 @@ at::Tensor mlp_fused_prepared_cpu(const at::Tensor& x, const at::Tensor& prepare
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlp_fused_prepared", [&] {
     const Tables<scalar_t> tb = tables<scalar_t>();
-    const scalar_t* h = prepared_header<scalar_t>("mlp_fused_prepared", "mlp_prepare", kMagic,
-                                                  prepared, tb.gemm);
-    const int64_t C = int64_t(h[3]), hidden = int64_t(h[4]);
-    const bool layer_norm = h[5] != scalar_t(0);
+    const PreparedHeader h =
+        prepared_header<scalar_t>("mlp_fused_prepared", "mlp_prepare", kMagic, prepared, tb.gemm,
+                                  {size_field("C"), size_field("hidden"), flag_field("layer_norm")});
+    const int64_t C = h[3], hidden = h[4];
+    const bool layer_norm = h[5] == 1;
+    check_weights_size("mlp_fused_prepared", C, hidden, tb.gemm.nr);
     check_prepared_numel("mlp_fused_prepared", prepared,
                          cpu::mlp_weights_size(C, hidden, tb.gemm.nr));
     TORCH_CHECK(x.dim() >= 1 && x.size(-1) == C, "mlp_fused_prepared: x must be [..., C] with "
@@ -185,6 +194,7 @@ int64_t mlp_prepared_numel(int64_t C, int64_t hidden, c10::ScalarType dtype) {
   TORCH_CHECK(C >= 1 && hidden >= 1, "mlp_prepared_numel: C and hidden must be >= 1, got C = ",
               C, ", hidden = ", hidden);
   const int64_t nr = dtype == at::kDouble ? cpu::scalar_ukernels<double>().nr : float_ukernels().nr;
+  check_weights_size("mlp_prepared_numel", C, hidden, nr);
   return kHeader + cpu::mlp_weights_size(C, hidden, nr);
 }
 

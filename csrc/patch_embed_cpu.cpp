@@ -102,8 +102,16 @@ at::Tensor forward(const Tables<T>& tb, const at::Tensor& x, int64_t Cin, int64_
   return out;
 }
 
+// Every product cpu::patch_embed_weights_size and the forward's patch tiles form, below
+// kMaxSize.
+void check_weights_size(const char* op, int64_t Cin, int64_t Cout, int64_t p, int64_t nr) {
+  const int64_t K = checked_product(op, "patch * patch * Cin", {p, p, Cin});
+  check_packed(op, "the packed weight (patch * patch * Cin) * Cout", K, Cout, nr);
+}
+
 at::Tensor new_prepared(const at::Tensor& like, int64_t Cin, int64_t Cout, int64_t p,
                         int64_t nr) {
+  check_weights_size("patch_embed_prepare", Cin, Cout, p, nr);
   return at::empty({kHeader + cpu::patch_embed_weights_size(Cin, Cout, p, nr)},
                    like.options().memory_format(at::MemoryFormat::Contiguous));
 }
@@ -148,9 +156,11 @@ at::Tensor patch_embed_prepared_cpu(const at::Tensor& x, const at::Tensor& prepa
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "patch_embed_prepared", [&] {
     const Tables<scalar_t> tb = tables<scalar_t>();
-    const scalar_t* h =
-        prepared_header<scalar_t>(op, "patch_embed_prepare", kMagic, prepared, tb.gemm);
-    const int64_t Cin = int64_t(h[3]), Cout = int64_t(h[4]), p = int64_t(h[5]);
+    const PreparedHeader h =
+        prepared_header<scalar_t>(op, "patch_embed_prepare", kMagic, prepared, tb.gemm,
+                                  {size_field("Cin"), size_field("Cout"), size_field("patch")});
+    const int64_t Cin = h[3], Cout = h[4], p = h[5];
+    check_weights_size(op, Cin, Cout, p, tb.gemm.nr);
     check_prepared_numel(op, prepared, cpu::patch_embed_weights_size(Cin, Cout, p, tb.gemm.nr));
     TORCH_CHECK(out_channels == Cout && patch == p, op, ": prepared holds a ", Cout, "-channel, ",
                 p, "x", p, " patch weight, but out_channels = ", out_channels, " and patch = ",
@@ -170,6 +180,7 @@ int64_t patch_embed_prepared_numel(int64_t Cin, int64_t Cout, int64_t patch,
   TORCH_CHECK(Cin >= 1 && Cout >= 1 && patch >= 1, "patch_embed_prepared_numel: Cin, Cout and "
               "patch must be >= 1, got ", Cin, ", ", Cout, ", ", patch);
   const int64_t nr = dtype == at::kDouble ? cpu::scalar_ukernels<double>().nr : float_ukernels().nr;
+  check_weights_size("patch_embed_prepared_numel", Cin, Cout, patch, nr);
   return kHeader + cpu::patch_embed_weights_size(Cin, Cout, patch, nr);
 }
 

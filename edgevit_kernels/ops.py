@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .reference import linear_reference, lgl_reference, mlp_reference, patch_embed_reference
+from .reference import (dwconv_reference, linear_reference, lgl_reference, mlp_reference,
+                        patch_embed_reference)
 
 __all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "mlp_fused", "mlp_prepare",
            "mlp_fused_prepared", "patch_embed", "patch_embed_prepare", "patch_embed_prepared",
@@ -208,6 +209,18 @@ def check_args(x, H, W, num_heads, sr_ratio, qkv_weight, qkv_bias, prop_weight, 
             check(t is None, f"{name} must be None when sr_ratio = 1 (got a tensor, sr_ratio = {r})")
 
 
+def _check_devices(op: str, like_name: str, like: Tensor, **tensors) -> None:
+    """Every given tensor on ``like``'s device. A fake kernel needs this even in eager mode: when
+    one argument is a meta tensor and the others CPU ones, the dispatcher runs the fake kernel
+    (Meta outranks CPU), whose ``new_empty`` on a CPU ``x`` would return an uninitialised CPU
+    tensor as the result."""
+    for name, t in tensors.items():
+        if t is not None:
+            torch._check(t.device == like.device,
+                         lambda: f"{op}: {name} must be on the device of {like_name} "
+                                 f"({like.device}), got {t.device}")
+
+
 @torch.library.register_fake("edgevit::lgl_fused")
 def _lgl_fused_fake(x, H, W, num_heads, sr_ratio, scale, qkv_weight, qkv_bias, prop_weight,
                     prop_bias, norm_weight, norm_bias, norm_eps, proj_weight, proj_bias):
@@ -223,6 +236,8 @@ def _lgl_prepare_fake(qkv_weight, qkv_bias, prop_weight, prop_bias, norm_weight,
     C = qkv_weight.shape[1]
     check_args(qkv_weight.new_empty((1, 1, C)), 1, 1, 1, sr_ratio, qkv_weight, qkv_bias,
                prop_weight, prop_bias, norm_weight, norm_bias, proj_weight, proj_bias)
+    _check_devices("lgl_prepare", "qkv_weight", qkv_weight, pre_norm_weight=pre_norm_weight,
+                   pre_norm_bias=pre_norm_bias)
     for t, name in ((pre_norm_weight, "pre_norm_weight"), (pre_norm_bias, "pre_norm_bias")):
         torch._check(pre_norm or t is None,
                      lambda: f"lgl_prepare: {name} must be None when pre_norm is False")
@@ -238,14 +253,88 @@ def _lgl_fused_prepared_fake(x, H, W, num_heads, sr_ratio, scale, norm_eps, prep
     torch._check(prepared.dim() == 1 and prepared.dtype == x.dtype,
                  lambda: "lgl_fused_prepared: prepared must be a 1-D tensor of x's dtype made by "
                          "edgevit::lgl_prepare")
+    _check_devices("lgl_fused_prepared", "x", x, prepared=prepared)
     return x.new_empty(x.shape)
+
+
+_lib = torch.library.Library("edgevit", "FRAGMENT")
+
+
+def _has_tangent(args) -> bool:
+    """Whether a tensor argument carries a forward-mode AD tangent (``torch.func.jvp``,
+    ``torch.autograd.forward_ad``). Such tensors do not require grad, so the autograd kernel
+    ``register_autograd`` makes runs the op with no grad and the tangent is silently dropped
+    (an output tangent of zeros): that kernel is wrapped to see them (``_register_autograd``)."""
+    if torch.autograd.forward_ad._current_level < 0:  # no dual level entered: none can have one
+        return False
+    return any(isinstance(a, Tensor) and torch.autograd.forward_ad.unpack_dual(a).tangent is not None
+               for a in args)
+
+
+def _register_autograd(op: str, backward, setup_context, reference) -> None:
+    """``torch.library.register_autograd(op, backward, setup_context)``, plus forward-mode AD:
+    a call whose arguments carry tangents runs the pure-PyTorch ``reference`` (same arguments)
+    on them instead of the kernel, so its output carries the reference's tangent (the backward
+    recomputes through the reference in the same way). Built from the kernel register_autograd
+    itself registers (``torch._library.autograd.make_autograd_impl``): register_autograd takes
+    no forward-mode formula."""
+    from torch._library.autograd import Info, make_autograd_impl
+
+    name = op.split("::")[1]
+    impl = make_autograd_impl(getattr(torch.ops.edgevit, name).default,
+                              Info(backward, setup_context))
+
+    def kernel(keyset, *args):
+        if _has_tangent(args):
+            return reference(*args)
+        return impl(keyset, *args)
+
+    _lib.impl(name, kernel, "Autograd", with_keyset=True)
+
+
+class _InferenceOnly(torch.autograd.Function):
+    """The output of an inference-only op called on tensors that require grad: its backward
+    raises (the dispatcher's fallback only warned, and the inputs got no gradient)."""
+
+    @staticmethod
+    def forward(ctx, message, out, *inputs):
+        ctx.message = message
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(ctx.message)
+
+
+def _register_no_autograd(op: str, instead: str) -> None:
+    """An autograd kernel for an inference-only ``op`` (the ``*_prepared`` ops): forward-mode AD
+    through it raises at once rather than giving a zero tangent, and backward through it raises
+    rather than leaving the inputs without a gradient."""
+    name = op.split("::")[1]
+    overload = getattr(torch.ops.edgevit, name).default
+    no_formula = f"{op} has no autograd formula (inference only): it cannot be differentiated"
+    use_instead = f"use {instead} with the unprepared weights"
+
+    def kernel(keyset, *args):
+        if _has_tangent(args):
+            raise RuntimeError(f"{no_formula} in forward mode (torch.func.jvp / "
+                               f"torch.autograd.forward_ad); {use_instead}")
+        with torch._C._AutoDispatchBelowAutograd():
+            out = overload.redispatch(keyset & torch._C._after_autograd_keyset, *args)
+        if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
+            tensors = [a for a in args if isinstance(a, Tensor)]
+            out = _InferenceOnly.apply(f"{no_formula}; {use_instead}", out, *tensors)
+        return out
+
+    _lib.impl(name, kernel, "Autograd", with_keyset=True)
 
 
 def _register_autograd_via_reference(op: str, reference, tensor_args) -> None:
     """Registers the backward of ``op`` as the vjp of its pure-PyTorch ``reference`` (same
     arguments), recomputed in the backward pass with ``torch.func.vjp``, which torch.compile can
-    trace. ``tensor_args``: positions of the schema's tensor arguments (the rest are saved as
-    they are). Only the inputs that need a gradient are differentiated."""
+    trace; forward-mode AD runs the reference itself (``_register_autograd``). ``tensor_args``:
+    positions of the schema's tensor arguments (the rest are saved as they are). Only the
+    inputs that need a gradient are differentiated."""
 
     def setup_context(ctx, inputs, output):
         ctx.inputs = tuple(None if i in tensor_args else a for i, a in enumerate(inputs))
@@ -270,7 +359,7 @@ def _register_autograd_via_reference(op: str, reference, tensor_args) -> None:
                 grads[i] = g
         return tuple(grads)
 
-    torch.library.register_autograd(op, backward, setup_context=setup_context)
+    _register_autograd(op, backward, setup_context, reference)
 
 
 _register_autograd_via_reference("edgevit::lgl_fused", lgl_reference,
@@ -368,6 +457,7 @@ def _check_mlp_weights(op, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_nor
         check(list(t.shape) == list(shape), f"{name} must have shape {list(shape)}, got {list(t.shape)}")
         check(t.dtype == fc1_weight.dtype,
               f"{name} must have the dtype of fc1_weight ({fc1_weight.dtype}), got {t.dtype}")
+    _check_devices(op, "fc1_weight", fc1_weight, **{name: t for name, (t, _) in expected.items()})
     return C, hidden
 
 
@@ -378,6 +468,7 @@ def _mlp_fused_fake(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_norm, n
                               layer_norm, norm_weight, norm_bias)
     torch._check(x.dim() >= 1 and x.shape[-1] == C,
                  lambda: f"mlp_fused: x must be [..., C] with C = {C}, got shape {list(x.shape)}")
+    _check_devices("mlp_fused", "fc1_weight", fc1_weight, x=x)
     return x.new_empty(x.shape)
 
 
@@ -395,6 +486,7 @@ def _mlp_fused_prepared_fake(x, prepared, norm_eps, residual):
     torch._check(prepared.dim() == 1 and prepared.dtype == x.dtype,
                  lambda: "mlp_fused_prepared: prepared must be a 1-D tensor of x's dtype made by "
                          "edgevit::mlp_prepare")
+    _check_devices("mlp_fused_prepared", "x", x, prepared=prepared)
     return x.new_empty(x.shape)
 
 
@@ -450,6 +542,8 @@ def _patch_embed_fake(x, weight, bias, layer_norm, norm_weight, norm_bias, norm_
     torch._check(weight.dim() == 4 and weight.shape[2] == weight.shape[3],
                  lambda: f"patch_embed: weight must be [Cout, Cin, p, p] (a square patch), got "
                          f"shape {list(weight.shape)}")
+    _check_devices("patch_embed", "weight", weight, x=x, bias=bias, norm_weight=norm_weight,
+                   norm_bias=norm_bias)
     return _patch_embed_out("patch_embed", x, weight.shape[1], weight.shape[0], weight.shape[2])
 
 
@@ -457,6 +551,7 @@ def _patch_embed_fake(x, weight, bias, layer_norm, norm_weight, norm_bias, norm_
 def _patch_embed_prepare_fake(weight, bias):
     torch._check(weight.dim() == 4 and weight.shape[2] == weight.shape[3],
                  lambda: "patch_embed_prepare: weight must be [Cout, Cin, p, p] (a square patch)")
+    _check_devices("patch_embed_prepare", "weight", weight, bias=bias)
     Cout, Cin, p = weight.shape[0], weight.shape[1], weight.shape[2]
     return weight.new_empty((torch.ops.edgevit.patch_embed_prepared_numel(Cin, Cout, p, weight.dtype),))
 
@@ -467,6 +562,11 @@ def _patch_embed_prepared_fake(x, prepared, out_channels, patch, layer_norm, nor
     torch._check(prepared.dim() == 1 and prepared.dtype == x.dtype,
                  lambda: "patch_embed_prepared: prepared must be a 1-D tensor of x's dtype made "
                          "by edgevit::patch_embed_prepare")
+    torch._check(out_channels >= 1 and patch >= 1,
+                 lambda: f"patch_embed_prepared: out_channels and patch must be >= 1, got "
+                         f"{out_channels} and {patch}")
+    _check_devices("patch_embed_prepared", "x", x, prepared=prepared, norm_weight=norm_weight,
+                   norm_bias=norm_bias)
     return _patch_embed_out("patch_embed_prepared", x, x.shape[1], out_channels, patch)
 
 
@@ -543,8 +643,7 @@ def _dwconv_backward(ctx, grad):
     return grad_x, grad_w, grad_b, None
 
 
-torch.library.register_autograd("edgevit::dwconv", _dwconv_backward,
-                                setup_context=_dwconv_setup_context)
+_register_autograd("edgevit::dwconv", _dwconv_backward, _dwconv_setup_context, dwconv_reference)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -587,12 +686,14 @@ def _linear_out(op, x, K, N, residual):
 def _linear_fused_fake(x, weight, bias, residual):
     torch._check(weight.dim() == 2, lambda: "linear_fused: weight must be a non-empty 2-D "
                                             "[out_features, in_features] tensor")
+    _check_devices("linear_fused", "weight", weight, x=x, bias=bias, residual=residual)
     return _linear_out("linear_fused", x, weight.shape[1], weight.shape[0], residual)
 
 
 @torch.library.register_fake("edgevit::linear_prepare")
 def _linear_prepare_fake(weight, bias):
     torch._check(weight.dim() == 2, lambda: "linear_prepare: weight must be 2-D")
+    _check_devices("linear_prepare", "weight", weight, bias=bias)
     N, K = weight.shape
     return weight.new_empty((torch.ops.edgevit.linear_prepared_numel(K, N, weight.dtype),))
 
@@ -602,7 +703,16 @@ def _linear_fused_prepared_fake(x, prepared, out_features, residual):
     torch._check(prepared.dim() == 1 and prepared.dtype == x.dtype,
                  lambda: "linear_fused_prepared: prepared must be a 1-D tensor of x's dtype made "
                          "by edgevit::linear_prepare")
+    torch._check(out_features >= 1,
+                 lambda: f"linear_fused_prepared: out_features must be >= 1, got {out_features}")
+    _check_devices("linear_fused_prepared", "x", x, prepared=prepared, residual=residual)
     return _linear_out("linear_fused_prepared", x, x.shape[-1], out_features, residual)
 
 
 _register_autograd_via_reference("edgevit::linear_fused", linear_reference, (0, 1, 2, 3))
+
+
+for _op, _instead in (("lgl_fused_prepared", "lgl_fused"), ("mlp_fused_prepared", "mlp_fused"),
+                      ("patch_embed_prepared", "patch_embed"),
+                      ("linear_fused_prepared", "linear_fused")):
+    _register_no_autograd(f"edgevit::{_op}", f"edgevit::{_instead}")

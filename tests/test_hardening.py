@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -437,3 +438,105 @@ def test_bad_h_times_w_overflow_is_an_error(r):
     out = _run_python(code)
     assert out.returncode == 0, f"crashed: rc={out.returncode} {out.stderr[-2000:]}"
     assert "ERROR: lgl_fused: x.size(1) must equal H*W = 4611686018427387913*4 (overflows int64), got 36" in out.stdout, out.stdout
+
+
+# ---------------------------------------------------------------- crafted prepared blobs (issue 20)
+# Each in a subprocess, so a regression crashes that process, not the test run.
+
+
+def _expect_error(code, message):
+    out = _run_python("import sys, torch, edgevit_kernels as ek\n"
+                      f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+                      "from lgl_samples import make_args\n" + textwrap.dedent(code) + """
+try:
+    run()
+except RuntimeError as e:
+    print("ERROR:", e)
+""")
+    assert out.returncode == 0, f"crashed: rc={out.returncode} {out.stderr[-2000:]}"
+    assert "ERROR: " + message in out.stdout, out.stdout
+
+
+LGL_BLOB = """
+a = make_args(1, 4, 4, 16, 2, 2)
+blob = ek.lgl_prepare(a[6], a[7], a[8], a[9], a[10], a[11], a[13], a[14], 2).clone()
+"""
+
+
+def test_prepared_numel_overflow_is_an_error():
+    # lgl_prepared_numel(16, 2**30) wrapped around int64 to 864.
+    _expect_error("def run(): torch.ops.edgevit.lgl_prepared_numel(16, 2**30, torch.float32)",
+                  "lgl_prepared_numel: sr_ratio * sr_ratio = 1073741824 * 1073741824 is too large")
+    _expect_error("def run(): torch.ops.edgevit.mlp_prepared_numel(2**40, 2**40, torch.float32)",
+                  "mlp_prepared_numel: the packed fc1 weight C * hidden = ")
+    _expect_error("def run(): torch.ops.edgevit.patch_embed_prepared_numel(3, 8, 2**32, torch.float64)",
+                  "patch_embed_prepared_numel: patch * patch * Cin = 4294967296 * 4294967296 * 3")
+    _expect_error("def run(): torch.ops.edgevit.linear_prepared_numel(2**62, 2, torch.float32)",
+                  "linear_prepared_numel: the packed weight in_features * out_features = ")
+
+
+def test_crafted_lgl_blob_with_huge_sr_ratio_is_an_error():
+    # 864 elements (the wrapped numel) with C = 16, r = 2^30: segfaulted in the workspace.
+    _expect_error(LGL_BLOB + """
+def run():
+    b = torch.zeros(864)
+    b[:16] = blob[:16]
+    b[4] = 2**30
+    ek.lgl_fused_prepared(torch.randn(16, 1, 16), 1, 1, 1, 2**30, 1.0, 1e-5, b)
+""", "lgl_fused_prepared: prepared's header field sr_ratio must be an integer in [1, 16777216], "
+     "got 1073741824")
+
+
+def test_crafted_patch_embed_blob_with_zero_patch_is_an_error():
+    # p = 0 divided by zero (SIGFPE).
+    _expect_error("""
+def run():
+    blob = ek.patch_embed_prepare(torch.randn(8, 3, 4, 4), None).clone()
+    blob[5] = 0
+    ek.patch_embed_prepared(torch.randn(1, 3, 8, 8), blob, 8, 0)
+""", "patch_embed_prepared: prepared's header field patch must be an integer in [1, 16777216], "
+     "got 0")
+
+
+def test_edited_flag_and_zero_hidden_are_errors():
+    # A flipped pre_norm flag was accepted and changed the result; hidden = 0 was accepted.
+    _expect_error(LGL_BLOB + """
+def run():
+    blob[5] = 1
+    ek.lgl_fused_prepared(a[0], 4, 4, 2, 2, a[5], 1e-5, blob)
+""", "lgl_fused_prepared: prepared's header check value is ")
+    _expect_error("""
+def run():
+    blob = ek.mlp_prepare(torch.randn(32, 16), None, torch.randn(16, 32), None).clone()
+    blob[4] = 0
+    ek.mlp_fused_prepared(torch.randn(4, 16), blob)
+""", "mlp_fused_prepared: prepared's header field hidden must be an integer in [1, 16777216], got 0")
+
+
+@pytest.mark.parametrize("slot, value, message", [
+    (1, float("nan"), "header field isa must be an integer in [0, 3], got nan"),
+    (2, 1e30, "header field nr must be an integer in [1, 1024], got 1e+30"),
+    (3, 16.5, "header field C must be an integer in [1, 16777216], got 16.5"),
+    (5, 2.0, "header field pre_norm must be an integer in [0, 1], got 2"),
+    (9, -1.0, "header field (unused) must be an integer in [0, 0], got -1"),
+    (0, 1.0, "prepared was not made by edgevit::lgl_prepare (header magic 1, expected 20221023)"),
+])
+def test_bad_header_fields_are_named(slot, value, message):
+    a = make_args(1, 4, 4, 16, 2, 2)
+    blob = edgevit_kernels.lgl_prepare(a[6], a[7], a[8], a[9], a[10], a[11], a[13], a[14], 2).clone()
+    blob[slot] = value
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        edgevit_kernels.lgl_fused_prepared(a[0], 4, 4, 2, 2, a[5], 1e-5, blob)
+
+
+def test_genuine_blobs_still_equal_the_unprepared_ops():
+    """The header's check value and field checks accept what *_prepare writes, for each op."""
+    a = make_args(1, 4, 4, 16, 2, 2)
+    w = [a[6], a[7], a[8], a[9], a[10], a[11], a[13], a[14]]
+    # (lgl_fused may take the A-tile form of the fold here: equal within float32 rounding)
+    torch.testing.assert_close(edgevit_kernels.lgl_fused_prepared(
+        a[0], 4, 4, 2, 2, a[5], 1e-5, edgevit_kernels.lgl_prepare(*w, 2)), lgl_fused(*a),
+        atol=1e-5, rtol=1e-5)
+    x, w1, w2 = torch.randn(3, 16), torch.randn(24, 16), torch.randn(16, 24)
+    assert torch.equal(edgevit_kernels.mlp_fused_prepared(x, edgevit_kernels.mlp_prepare(w1, None, w2, None)),
+                       edgevit_kernels.mlp_fused(x, w1, None, w2, None))
