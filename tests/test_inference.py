@@ -115,6 +115,7 @@ def test_eligibility_reasons_of_the_environment(monkeypatch):
 
 
 def test_plan_refuses_with_the_reason():
+    assert (edgevit.inference_plan, edgevit.refresh) == (inference_plan, refresh)  # exported
     with pytest.raises(ValueError, match="edgevit.inference_plan: .*training mode"):
         inference_plan(edgevit_xxs(use_fused=True))
     model = edgevit_xxs(use_fused=True).eval()
