@@ -1460,7 +1460,7 @@ double best_seconds(F&& run, int trials) {
   return best;
 }
 
-void bench(const std::vector<const UK*>& isas) {
+void bench_gemm(const std::vector<const UK*>& isas) {
   struct Shape { int64_t M, N, K; };
   const Shape shapes[] = {{64, 36, 36},   {64, 144, 144}, {49, 1152, 384}, {64, 196, 36},
                           {64, 36, 196},  {64, 108, 36},  {64, 48, 48},    {64, 864, 288},
@@ -1487,6 +1487,10 @@ void bench(const std::vector<const UK*>& isas) {
     }
     std::printf("\n");
   }
+}
+
+void bench_pack(const std::vector<const UK*>& isas) {
+  struct Shape { int64_t M, N, K; };
   // Packing W^T (phase 0 of the driver, lgl_prepare_weights): pack_weight_t vs the generic
   // pack_b.
   std::printf("pack W^T [N x K], ns per element: pack_weight_t (pack_b)\n");
@@ -1513,6 +1517,9 @@ void bench(const std::vector<const UK*>& isas) {
     }
     std::printf("\n");
   }
+}
+
+void bench_prop_rstd(const std::vector<const UK*>& isas) {
   // LayerNorm statistics of the propagated tokens (phase 3 of the driver, r > 1): one call per
   // block of 64 sampled tokens, as the driver makes it (y rows contiguous, ldy = C), R offsets
   // each; time per (token, offset) pair.
@@ -1535,6 +1542,9 @@ void bench(const std::vector<const UK*>& isas) {
       }
       std::printf("\n");
     }
+}
+
+void bench_lgl_driver(const std::vector<const UK*>& isas) {
   // The driver on the 8 EdgeViT stage shapes (B = 1), one thread (serial ParallelFor): phase 0
   // (lgl_prepare_weights, cacheable) and phases 1-3 (lgl_fused_forward).
   std::printf("lgl_prepare_weights (lgl_fused_forward), microseconds; B = 1, one thread\n");
@@ -1566,8 +1576,10 @@ void bench(const std::vector<const UK*>& isas) {
     }
     std::printf("\n");
   }
-  // mlp_fused: the blocks' MLPs (LayerNorm, fc1, GELU, fc2, residual; hidden = 4C), weights
-  // prepared once; microseconds and GFLOP/s of the two products (4 M C hidden flops).
+}
+
+void bench_mlp_row_ops(const std::vector<const UK*>& isas) {
+  // The mlp_fused row ops alone: gelu and layernorm_rows.
   {
     std::vector<float> h(144 * 32);
     std::printf("gelu, ns per element (n = %ld):", long(h.size()));
@@ -1593,6 +1605,11 @@ void bench(const std::vector<const UK*>& isas) {
     }
     std::printf("\n");
   }
+}
+
+void bench_mlp_driver(const std::vector<const UK*>& isas) {
+  // mlp_fused: the blocks' MLPs (LayerNorm, fc1, GELU, fc2, residual; hidden = 4C), weights
+  // prepared once; microseconds and GFLOP/s of the two products (4 M C hidden flops).
   std::printf("mlp_forward (LayerNorm + residual), us (GFLOP/s), one thread\n");
   const int64_t mlp_shapes[][2] = {{3136, 36}, {784, 72}, {196, 144}, {49, 288},
                                    {3136, 48}, {784, 96}, {196, 240}, {49, 384}};
@@ -1618,6 +1635,9 @@ void bench(const std::vector<const UK*>& isas) {
     }
     std::printf("\n");
   }
+}
+
+void bench_dwconv(const std::vector<const UK*>& isas) {
   // dwconv_forward on the EdgeViT local-aggregation / positional-encoding shapes (B = 1, bias,
   // residual), one thread.
   std::printf("dwconv_forward, microseconds; B = 1, bias + residual, one thread\n");
@@ -1643,6 +1663,18 @@ void bench(const std::vector<const UK*>& isas) {
       }
       std::printf("\n");
     }
+}
+
+// Per ISA: gemm GFLOP/s, packing and prop_rstd costs, the lgl, mlp and dwconv drivers on the
+// stage shapes (make -C tests/native bench).
+void bench(const std::vector<const UK*>& isas) {
+  bench_gemm(isas);
+  bench_pack(isas);
+  bench_prop_rstd(isas);
+  bench_lgl_driver(isas);
+  bench_mlp_row_ops(isas);
+  bench_mlp_driver(isas);
+  bench_dwconv(isas);
 }
 
 }  // namespace
