@@ -8,7 +8,8 @@ build without build isolation:
     pip wheel --no-build-isolation --no-deps .   # a wheel for any CPU of this architecture
 
 With ninja the compile runs MAX_JOBS jobs at once (default: ninja's, about one per core); without
-it, one at a time.
+it, one at a time. A fresh build is about 100 s of compiler CPU time (gcc 12, torch 2.13, x86-64),
+spread over the cores it is given.
 
 Only the per-ISA micro-kernel files (csrc/**/*_avx2.cpp, *_avx512.cpp, *_neon.cpp: they include
 no torch header) get ISA flags: each ISA's files are compiled, with that ISA's flags, into a
