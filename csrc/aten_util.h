@@ -193,7 +193,7 @@ PreparedHeader prepared_header(const char* op, const char* maker, double magic,
   field(2, "nr", 1, 1024);
   TORCH_CHECK(out.v[1] == isa_index(isa_name) && out.v[2] == isa_nr, op,
               ": prepared was packed for ISA '", kIsaNames[out.v[1]], "', but the op now runs '",
-              isa_name, "' (EDGEVIT_CPU_ISA changed?): call ", maker, " again (header nr = ",
+              isa_name, "' (set_cpu_isa called since?): call ", maker, " again (header nr = ",
               out.v[2], ", running nr = ", isa_nr, ")");
   int64_t i = 3;
   for (const HeaderField& f : fields) field(i++, f.name, f.lo, f.hi);

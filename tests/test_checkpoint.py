@@ -85,3 +85,13 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
         unwrap_state_dict([1, 2])
     with pytest.raises(TypeError, match="entry 'epoch' is a int, not a tensor"):
         unwrap_state_dict({"epoch": 3})
+
+
+def test_constructors_load_a_path_and_take_timm_kwargs(source, tmp_path):
+    torch.save({"model": source.state_dict(), "epoch": 1}, tmp_path / "xxs.pth")
+    model = edgevit.edgevit_xxs(use_fused=True, pretrained=tmp_path / "xxs.pth", drop_block_rate=None)
+    assert _same_weights(model, source) and model.use_fused
+    with pytest.raises(ValueError, match="pretrained=True, but no weights are downloaded"):
+        edgevit.edgevit_xxs(pretrained=True)
+    with pytest.raises(ValueError, match="drop_block_rate must be None"):
+        edgevit.edgevit_xxs(drop_block_rate=0.1)

@@ -5,7 +5,8 @@ lazily: ``import edgevit`` works without it).
 ``inference_plan(model)`` gives the model's inference plan (the whole network on the edgevit CPU
 ops, on weights packed once; ``plan(x)`` gives the logits), which ``model(x)`` of a
 ``use_fused`` model in eval mode on CPU without autograd uses by itself; ``refresh(model)``
-rebuilds it after an in-place write through ``.data``."""
+rebuilds it after an in-place write through ``.data``. ``load_checkpoint(model, path)`` loads the
+official training script's checkpoints (and ``edgevit_xs(pretrained=path)`` does it for you)."""
 from .model import (
     CMlp,
     DropPath,
@@ -20,10 +21,11 @@ from .model import (
     edgevit_xs,
     edgevit_xxs,
 )
+from .checkpoint import load_checkpoint
 from .inference import InferencePlan, fused_unavailable, inference_plan, refresh
 
 __all__ = [
     "EdgeVit", "edgevit_xxs", "edgevit_xs", "edgevit_s", "GlobalSparseAttn", "LocalAgg",
     "SelfAttn", "LGLBlock", "PatchEmbed", "Mlp", "CMlp", "DropPath",
-    "InferencePlan", "inference_plan", "refresh", "fused_unavailable",
+    "InferencePlan", "inference_plan", "refresh", "fused_unavailable", "load_checkpoint",
 ]

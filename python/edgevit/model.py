@@ -521,27 +521,39 @@ _CONFIGS = {
 }
 
 
-def _create(name: str, use_fused: bool, pretrained: bool, kwargs) -> EdgeVit:
-    if pretrained:
-        raise ValueError(f"{name}: no weights are downloaded; load a checkpoint with "
-                         "load_state_dict(strict=True) instead")
+def _create(name: str, use_fused: bool, pretrained, kwargs) -> EdgeVit:
+    """``pretrained``: False, or the path of a checkpoint to load (``edgevit.load_checkpoint``,
+    strict). Nothing is downloaded. ``drop_block_rate`` is taken for timm's ``create_model``,
+    which passes it: EdgeViT has no DropBlock, so only None is accepted."""
+    if pretrained is True:
+        raise ValueError(f"{name}: pretrained=True, but no weights are downloaded; pass "
+                         "pretrained='path/to/checkpoint.pth' or use edgevit.load_checkpoint")
+    drop_block_rate = kwargs.pop("drop_block_rate", None)
+    if drop_block_rate is not None:
+        raise ValueError(f"{name}: drop_block_rate must be None (EdgeViT has no DropBlock), "
+                         f"got {drop_block_rate!r}")
     cfg = dict(_CONFIGS[name], mlp_ratio=[4] * 4, qkv_bias=True,
                norm_layer=partial(nn.LayerNorm, eps=1e-6), sr_ratios=[4, 2, 2, 1])
     cfg.update(kwargs)
-    return EdgeVit(use_fused=use_fused, **cfg)
+    model = EdgeVit(use_fused=use_fused, **cfg)
+    if pretrained:
+        from .checkpoint import load_checkpoint
+
+        load_checkpoint(model, pretrained)
+    return model
 
 
-def edgevit_xxs(use_fused: bool = False, pretrained: bool = False, **kwargs) -> EdgeVit:
+def edgevit_xxs(use_fused: bool = False, pretrained=False, **kwargs) -> EdgeVit:
     """EdgeViT-XXS: depth [1, 1, 3, 2], dims [36, 72, 144, 288], head_dim 36 (4.07 M parameters)."""
     return _create("edgevit_xxs", use_fused, pretrained, kwargs)
 
 
-def edgevit_xs(use_fused: bool = False, pretrained: bool = False, **kwargs) -> EdgeVit:
+def edgevit_xs(use_fused: bool = False, pretrained=False, **kwargs) -> EdgeVit:
     """EdgeViT-XS: depth [1, 1, 3, 1], dims [48, 96, 240, 384], head_dim 48 (6.77 M parameters)."""
     return _create("edgevit_xs", use_fused, pretrained, kwargs)
 
 
-def edgevit_s(use_fused: bool = False, pretrained: bool = False, **kwargs) -> EdgeVit:
+def edgevit_s(use_fused: bool = False, pretrained=False, **kwargs) -> EdgeVit:
     """EdgeViT-S: depth [1, 2, 5, 3], dims [48, 96, 240, 384], head_dim 48 (13.11 M parameters
     with the official code's configuration)."""
     return _create("edgevit_s", use_fused, pretrained, kwargs)
