@@ -22,6 +22,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the slowest files: `pytest -m "not slow"` skips them
+
 CASES_PER_WORKER = 400
 CRAFTED_SHARE = 0.5  # the share of cases that build a blob from scratch (_crafted)
 HEADER = 16

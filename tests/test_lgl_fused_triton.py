@@ -8,6 +8,8 @@ shapes in fp32/fp16/bf16, dispatch through ``torch.ops.edgevit.lgl_fused``, grad
 import os
 
 import pytest
+
+pytestmark = pytest.mark.slow  # the slowest files: `pytest -m "not slow"` skips them
 import torch
 
 # conftest.py sets TRITON_INTERPRET=1 without CUDA, before any module imports the kernels.

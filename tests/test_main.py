@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the slowest files: `pytest -m "not slow"` skips them
+
 from edgevit_kernels.__main__ import main
 
 

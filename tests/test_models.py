@@ -339,6 +339,19 @@ def test_fused_gradients_match_reference(dtype):
 # torch.compile.
 
 
+def test_torch_export_of_fused_model():
+    """torch.export keeps every GlobalSparseAttn as one edgevit::lgl_fused node (traced through
+    its fake kernel) and the exported program gives the eager logits."""
+    ref, fused = _pair("edgevit_xxs")
+    x = torch.randn(1, 3, 64, 96)
+    program = torch.export.export(fused, (x,))
+    n_ops = sum(1 for node in program.graph.nodes if "edgevit.lgl_fused" in str(node.target))
+    assert n_ops == 7
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), ref(x), atol=1e-4, rtol=1e-4)
+
+
+
 def test_torch_compile_fullgraph_fused():
     """fullgraph=True: any graph break raises. aot_eager traces the op through its fake kernel
     and autograd registration; inductor would take > 60 s to compile here."""

@@ -20,6 +20,8 @@ import subprocess
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the slowest files: `pytest -m "not slow"` skips them
+
 NATIVE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native")
 
 
