@@ -23,12 +23,6 @@ namespace edgevit {
 namespace cpu {
 
 #if defined(EDGEVIT_HAVE_AVX2)
-namespace {
-
-
-
-}  // namespace
-
 void gelu_avx2(int64_t n, float* h) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(h + i, gelu256(_mm256_loadu_ps(h + i)));

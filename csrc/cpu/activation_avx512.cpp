@@ -23,12 +23,6 @@ namespace edgevit {
 namespace cpu {
 
 #if defined(EDGEVIT_HAVE_AVX512)
-namespace {
-
-
-
-}  // namespace
-
 void gelu_avx512(int64_t n, float* h) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) _mm512_storeu_ps(h + i, gelu512(_mm512_loadu_ps(h + i)));

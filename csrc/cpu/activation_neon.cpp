@@ -23,12 +23,6 @@ namespace edgevit {
 namespace cpu {
 
 #if defined(EDGEVIT_HAVE_NEON)
-namespace {
-
-
-
-}  // namespace
-
 void gelu_neon(int64_t n, float* h) {
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) vst1q_f32(h + i, gelu_neon4(vld1q_f32(h + i)));
