@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cpu/isa.h"
+#include "cpu/thread_pool.h"
 #include "cpu/lgl_fused.h"  // cpu::ParallelFor
 #include "lgl_fused_cpu.h"   // float_ukernels
 
@@ -32,9 +33,11 @@ const T* ptr_or_null(const at::Tensor& t) {
 
 inline at::Tensor contig(const OptTensor& t) { return t.has_value() ? t->contiguous() : at::Tensor(); }
 
-inline cpu::ParallelFor at_parallel_for() {
-  return [](int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
-    at::parallel_for(0, n, 1, fn);
+// The kernels' phases run on cpu/thread_pool (not at::parallel_for: see thread_pool.h), with as
+// many threads as torch is set to use (torch.set_num_threads).
+inline cpu::ParallelFor pool_parallel_for(int64_t grain = 1) {
+  return [grain](int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+    cpu::pool_parallel_for(n, grain, at::get_num_threads(), fn);
   };
 }
 

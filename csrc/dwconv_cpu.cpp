@@ -10,6 +10,7 @@
 
 #include "cpu/dwconv.h"
 #include "cpu/isa.h"
+#include "cpu/thread_pool.h"
 #include "lgl_fused_cpu.h"
 
 namespace edgevit {
@@ -67,7 +68,7 @@ at::Tensor dwconv_cpu(const at::Tensor& x, const at::Tensor& weight,
   const int64_t grain = std::max<int64_t>(1, kMinTaskFlops / std::max<int64_t>(1, W * C * k * k));
   const cpu::ParallelFor parallel_for = [grain](int64_t n,
                                                 const std::function<void(int64_t, int64_t)>& fn) {
-    at::parallel_for(0, n, grain, fn);
+    cpu::pool_parallel_for(n, grain, at::get_num_threads(), fn);
   };
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dwconv", [&] {
     cpu::DwconvArgs<scalar_t> a{};

@@ -75,6 +75,7 @@ TORCH_LIBRARY(edgevit, m) {
   // The run-time override of the ISA (EDGEVIT_CPU_ISA is read once, at load): returns the ISA
   // now in use. Not an op on tensors: eager only, never traced.
   m.def("set_cpu_isa(str? name) -> str", &edgevit::set_cpu_isa);
+  m.def("cpu_info() -> str", &edgevit::cpu_info);
   // lgl_fused's weight cache on CPU (csrc/lgl_weight_cache.h).
   m.def("lgl_weight_cache_clear() -> ()", &edgevit::lgl_weight_cache_clear);
   m.def("lgl_weight_cache_info() -> int[]", &edgevit::lgl_weight_cache_info);

@@ -6,9 +6,15 @@
 
 #include <c10/util/Exception.h>
 
+#include <ATen/Parallel.h>
+
+#include <sstream>
 #include <string>
 
+#include "cpu/cache_info.h"
 #include "cpu/isa.h"
+#include "cpu/mlp_fused.h"
+#include "cpu/thread_pool.h"
 
 namespace edgevit {
 
@@ -31,6 +37,20 @@ std::string set_cpu_isa(const c10::optional<std::string>& name) {
   const cpu::IsaConfig* c = cpu::set_active_isa(name ? name->c_str() : nullptr, &error);
   TORCH_CHECK_VALUE(c != nullptr, "set_cpu_isa: ", error);
   return c->name;
+}
+
+// What the kernels chose for this CPU, as "key=value" pairs joined by ';' (ops.cpu_info parses
+// them): the ISA and its panel width, the caches the blocking is sized from, the thread pool.
+std::string cpu_info() {
+  const cpu::IsaConfig& isa = float_isa();
+  const cpu::CacheInfo& c = cpu::cache_info();
+  const cpu::PoolInfo p = cpu::pool_info();
+  std::ostringstream s;
+  s << "isa=" << isa.name << ";nr=" << isa.lgl->nr << ";l1d=" << c.l1d << ";l2=" << c.l2
+    << ";l3=" << c.l3 << ";cache_source=" << c.source << ";threads=" << at::get_num_threads()
+    << ";pool_workers=" << p.workers << ";chunks_per_thread=" << p.chunks_per_thread
+    << ";mlp_hidden_tile=" << cpu::mlp_hidden_tile_elements(sizeof(float));
+  return s.str();
 }
 
 }  // namespace edgevit

@@ -147,7 +147,7 @@ void prepare_into(const cpu::LglUKernels<T>& uk, int64_t C, int64_t r,
   a.a_tile = a_tile;
   T* p = buffer.data_ptr<T>();
   write_prepared_header<T>(p, kMagic, uk, {C, r, pre_norm ? 1 : 0});
-  cpu::lgl_prepare_weights<T>(a, uk, p + kHeader, at_parallel_for());
+  cpu::lgl_prepare_weights<T>(a, uk, p + kHeader, pool_parallel_for());
 }
 
 // Phases 1-3 with a prepared buffer (header already validated); pre_norm as prepared says,
@@ -174,7 +174,7 @@ void forward(const Tables<T>& tb, const at::Tensor& x, int64_t H, int64_t W,
   at::Tensor workspace =
       at::empty({cpu::lgl_workspace_size(B, H, W, C, num_heads, r, uk.nr)}, x.options());
   cpu::lgl_fused_forward<T>(a, uk, prepared.const_data_ptr<T>() + kHeader,
-                            workspace.data_ptr<T>(), at_parallel_for(), &tb.mlp);
+                            workspace.data_ptr<T>(), pool_parallel_for(), &tb.mlp);
 }
 
 // a_tile: the A-tile form of the fold where it applies (cpu::LglArgs::a_tile).

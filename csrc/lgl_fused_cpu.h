@@ -25,6 +25,8 @@ std::string supported_cpu_isas();  // every ISA this build can run on this CPU, 
 // later CPU op call and returns it; a ValueError naming it and what this machine supports if
 // it is unknown or unavailable (nothing changes then).
 std::string set_cpu_isa(const c10::optional<std::string>& name);
+// What the kernels chose for this CPU (isa_cpu.cpp), as key=value pairs joined by ';'.
+std::string cpu_info();
 // lgl_fused's weight cache (lgl_weight_cache.h): empty it; [entries, bytes, hits, misses].
 void lgl_weight_cache_clear();
 std::vector<int64_t> lgl_weight_cache_info();

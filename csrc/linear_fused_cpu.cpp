@@ -82,7 +82,7 @@ at::Tensor forward(const Tables<T>& tb, const at::Tensor& x, int64_t K, int64_t 
   a.residual = ptr_or_null<T>(res);
   a.out = out.data_ptr<T>();
   cpu::linear_forward<T>(a, tb.gemm, prepared.const_data_ptr<T>() + kHeader,
-                         at_parallel_for());
+                         pool_parallel_for());
   return out;
 }
 

@@ -87,7 +87,7 @@ void prepare_into(const Tables<T>& tb, int64_t C, int64_t hidden, const at::Tens
   a.fc2_b = ptr_or_null<T>(b2);
   T* p = buffer.data_ptr<T>();
   write_prepared_header<T>(p, kMagic, tb.gemm, {C, hidden, layer_norm ? 1 : 0});
-  cpu::mlp_prepare_weights<T>(a, tb.gemm, p + kHeader, at_parallel_for());
+  cpu::mlp_prepare_weights<T>(a, tb.gemm, p + kHeader, pool_parallel_for());
 }
 
 template <typename T>
@@ -100,14 +100,14 @@ at::Tensor forward(const Tables<T>& tb, const at::Tensor& x, int64_t C, int64_t 
   a.layer_norm = layer_norm; a.residual = residual;
   // Each task streams both weights. While they are small (<= 64K elements, stages 1-2) blocks of
   // 32 rows keep the hidden tile in L1; larger weights (C >= 144) get one block per thread, capped
-  // so the hidden tile (<= 64K elements) stays in L2, to stream them as few times as possible.
-  // (Measured on the 2-core Ice Lake VM: MLP of C = 144, 196 rows: 417 -> 355 us.) When the cap
-  // splits a thread's rows, every thread gets the same number of blocks: C = 240, 196 rows,
-  // 2 threads were 3 blocks of 66 (one thread idle a third of the time), now 4 of 49. The
-  // blocking changes only which rows share a task, never a row's arithmetic.
+  // so the hidden tile takes at most a quarter of this CPU's L2 (the rest holds the weight panels
+  // streaming through and the rows in and out), to stream the weights as few times as possible.
+  // When the cap splits a thread's rows, every thread gets the same number of blocks (C = 240,
+  // 196 rows, 2 threads: 4 blocks of 49, not 3 of 66 with one thread idle a third of the time).
+  // The blocking changes only which rows share a task, never a row's arithmetic.
   if (2 * C * hidden > 65536) {
     const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-    const int64_t cap = std::max<int64_t>(8, 65536 / hidden);
+    const int64_t cap = std::max<int64_t>(8, cpu::mlp_hidden_tile_elements(sizeof(T)) / hidden);
     const int64_t per_thread = (a.M + threads - 1) / threads;
     const int64_t blocks = threads * ((per_thread + cap - 1) / cap);
     a.block_rows = std::max<int64_t>(8, (a.M + blocks - 1) / blocks);
@@ -116,7 +116,7 @@ at::Tensor forward(const Tables<T>& tb, const at::Tensor& x, int64_t C, int64_t 
   a.x = xc.const_data_ptr<T>();
   a.out = out.data_ptr<T>();
   cpu::mlp_forward<T>(a, tb.gemm, tb.mlp, prepared.const_data_ptr<T>() + kHeader,
-                      at_parallel_for());
+                      pool_parallel_for());
   return out;
 }
 

@@ -98,7 +98,7 @@ at::Tensor forward(const Tables<T>& tb, const at::Tensor& x, int64_t Cin, int64_
   a.eps = static_cast<T>(norm_eps);
   a.out = out.data_ptr<T>();
   cpu::patch_embed_forward<T>(a, tb.gemm, tb.mlp, prepared.const_data_ptr<T>() + kHeader,
-                              at_parallel_for());
+                              pool_parallel_for());
   return out;
 }
 

@@ -31,7 +31,7 @@ except Exception as _e:  # ImportError, OSError (undefined symbol, ...), errors 
     ) from None
 
 from . import ops
-from .ops import (cpu_isa, dwconv, lgl_fused, lgl_fused_prepared, lgl_prepare, linear_fused,
+from .ops import (cpu_info, cpu_isa, dwconv, lgl_fused, lgl_fused_prepared, lgl_prepare, linear_fused,
                   linear_fused_prepared, linear_prepare, mlp_fused,
                   mlp_fused_prepared, mlp_prepare, patch_embed, patch_embed_prepare,
                   patch_embed_prepared, set_cpu_isa, supported_cpu_isas, lgl_weight_cache_clear,
@@ -44,6 +44,6 @@ __all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "lgl_reference",
            "mlp_prepare", "mlp_fused_prepared", "mlp_reference", "patch_embed",
            "patch_embed_prepare", "patch_embed_prepared", "patch_embed_reference", "dwconv",
            "dwconv_reference", "linear_fused", "linear_prepare", "linear_fused_prepared",
-           "linear_reference", "cpu_isa", "set_cpu_isa", "supported_cpu_isas", "lgl_weight_cache_info",
+           "linear_reference", "cpu_info", "cpu_isa", "set_cpu_isa", "supported_cpu_isas", "lgl_weight_cache_info",
            "lgl_weight_cache_clear", "ops"]
 __version__ = "0.1.0"

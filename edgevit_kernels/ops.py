@@ -23,7 +23,7 @@ from .reference import (dwconv_reference, linear_reference, lgl_reference, mlp_r
 
 __all__ = ["lgl_fused", "lgl_prepare", "lgl_fused_prepared", "mlp_fused", "mlp_prepare",
            "mlp_fused_prepared", "patch_embed", "patch_embed_prepare", "patch_embed_prepared",
-           "dwconv", "linear_fused", "linear_prepare", "linear_fused_prepared", "check_args", "cpu_isa", "supported_cpu_isas", "set_cpu_isa", "has_kernel_for",
+           "dwconv", "linear_fused", "linear_prepare", "linear_fused_prepared", "check_args", "cpu_isa", "supported_cpu_isas", "set_cpu_isa", "cpu_info", "has_kernel_for",
            "lgl_weight_cache_info", "lgl_weight_cache_clear"]
 
 
@@ -138,6 +138,22 @@ def set_cpu_isa(name: str | None = None) -> str:
     if name is not None and not isinstance(name, str):
         raise TypeError(f"set_cpu_isa: name must be a str or None, got {type(name).__name__}")
     return torch.ops.edgevit.set_cpu_isa(name)
+
+
+def cpu_info() -> dict:
+    """What the CPU kernels chose for the machine they run on.
+
+    ``isa`` and ``nr`` (the gemm panel width of that ISA); ``l1d``, ``l2``, ``l3`` (bytes, per
+    core for L1/L2) and ``cache_source`` (``sysfs``, ``cpuid`` or ``default``), read once at
+    load; ``mlp_hidden_tile`` (elements of ``mlp_fused``'s hidden tile, a quarter of L2);
+    ``threads`` (torch's intra-op threads, which the kernels use too), ``pool_workers`` (threads
+    the kernels' pool has started besides the caller) and ``chunks_per_thread`` (how finely a
+    parallel phase is split so that a busy core holds up only a small part of it)."""
+    info = {}
+    for item in torch.ops.edgevit.cpu_info().split(";"):
+        key, value = item.split("=", 1)
+        info[key] = int(value) if value.lstrip("-").isdigit() else value
+    return info
 
 
 def lgl_weight_cache_info() -> dict:

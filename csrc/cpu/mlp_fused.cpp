@@ -1,8 +1,10 @@
 // Fused CPU driver of edgevit::mlp_fused; see mlp_fused.h.
 #include "mlp_fused.h"
 
+#include <algorithm>
 #include <vector>
 
+#include "cache_info.h"
 #include "driver_common.h"
 
 namespace edgevit {
@@ -91,6 +93,11 @@ template void mlp_forward<float>(const MlpArgs<float>&, const LglUKernels<float>
                                  const MlpUKernels<float>&, const float*, const ParallelFor&);
 template void mlp_forward<double>(const MlpArgs<double>&, const LglUKernels<double>&,
                                   const MlpUKernels<double>&, const double*, const ParallelFor&);
+
+int64_t mlp_hidden_tile_elements(int64_t elem_bytes) {
+  const int64_t elements = cache_info().l2 / 4 / std::max<int64_t>(1, elem_bytes);
+  return std::min<int64_t>(256 << 10, std::max<int64_t>(16 << 10, elements));
+}
 
 }  // namespace cpu
 }  // namespace edgevit

@@ -47,6 +47,10 @@ struct MlpArgs {
   T* out;
 };
 
+// Elements of elem_bytes each that mlp_fused's hidden tile (block rows x hidden) may hold: a
+// quarter of this CPU's L2 (cache_info.h), within [16K, 256K] elements.
+int64_t mlp_hidden_tile_elements(int64_t elem_bytes);
+
 // Elements of the prepared-weights buffer for these sizes and a gemm table of panel width nr.
 int64_t mlp_weights_size(int64_t C, int64_t hidden, int64_t nr);
 
