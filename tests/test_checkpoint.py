@@ -95,3 +95,90 @@ def test_constructors_load_a_path_and_take_timm_kwargs(source, tmp_path):
         edgevit.edgevit_xxs(pretrained=True)
     with pytest.raises(ValueError, match="drop_block_rate must be None"):
         edgevit.edgevit_xxs(drop_block_rate=0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# birder's layout (birder-project/birder, birder/net/edgevit.py).
+
+
+def _birder_keys(depth, sr_ratios=(4, 2, 2, 1), head_bias=False):
+    """The state_dict keys of birder's EdgeViT, listed from its module tree: body.stageN is an
+    EdgeViTSage (patch_embed: proj, norm; blocks: LGLBlock(local_agg only where sr > 1,
+    self_attn)); features = (BatchNorm2d, pool, flatten); classifier = Linear(bias=head_bias)."""
+    bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    wb = ("weight", "bias")
+    keys = []
+    for n, (d, sr) in enumerate(zip(depth, sr_ratios), 1):
+        stage = f"body.stage{n}"
+        keys += [f"{stage}.patch_embed.{m}.{p}" for m in ("proj", "norm") for p in wb]
+        for j in range(d):
+            blk = f"{stage}.blocks.{j}"
+            if sr > 1:
+                keys += [f"{blk}.local_agg.{m}.{p}" for m in ("pos_embed", "conv1", "conv2", "attn",
+                                                            "mlp.fc1", "mlp.fc2") for p in wb]
+                keys += [f"{blk}.local_agg.{m}.{p}" for m in ("norm1", "norm2") for p in bn]
+            attn = ("attn.qkv", "attn.proj") + (("attn.local_prop", "attn.norm") if sr > 1 else ())
+            keys += [f"{blk}.self_attn.{m}.{p}" for m in ("pos_embed", "norm1", "norm2", "mlp.fc1",
+                                                        "mlp.fc2") + attn for p in wb]
+    keys += [f"features.0.{p}" for p in bn]
+    keys += ["classifier.weight"] + (["classifier.bias"] if head_bias else [])
+    return keys
+
+
+def _to_birder(state, head_bias=False):
+    """This package's state_dict in birder's names, by plain renames (not the map's regexes)."""
+    out = {}
+    for k, v in state.items():
+        if k == "head.bias" and not head_bias:
+            continue
+        if k.startswith("patch_embed"):
+            k = f"body.stage{k[11]}.patch_embed{k[12:]}"
+        elif k.startswith("blocks"):
+            n, rest = k[6], k[8:]
+            j, rest = rest.split(".", 1)
+            rest = (rest.replace("LocalAgg.", "local_agg.").replace("SelfAttn.", "self_attn.")
+                    .replace("LocalProp", "local_prop"))
+            k = f"body.stage{n}.blocks.{j}.{rest}"
+        elif k.startswith("norm."):
+            k = "features.0." + k[5:]
+        elif k.startswith("head."):
+            k = "classifier." + k[5:]
+        out[k] = v
+    return out
+
+
+@pytest.mark.parametrize("head_bias", [False, True])
+def test_birder_layout_loads(source, head_bias, tmp_path):
+    torch.manual_seed(2)
+    sd = dict(source.state_dict())
+    if not head_bias:  # birder's default head has no bias: the same function as a zero bias
+        sd["head.bias"] = torch.zeros_like(sd["head.bias"])
+    birder = _to_birder(sd, head_bias)
+    assert sorted(birder) == sorted(_birder_keys([1, 1, 3, 2], head_bias=head_bias))
+    # birder's .pt files: {"state": state_dict, "birder_version": ..., "signature": ...}
+    torch.save({"state": birder, "birder_version": "x", "signature": {"inputs": []},
+                "rgb_stats": {"mean": [0.5] * 3, "std": [0.5] * 3}}, tmp_path / "b.pt")
+    model = load_checkpoint(_target(), tmp_path / "b.pt")
+    got = model.state_dict()
+    assert got.keys() == sd.keys() and all(torch.equal(got[k], sd[k]) for k in sd)
+    x = torch.randn(1, 3, 256, 256)  # birder's weights were trained at 256 x 256
+    src = _target()
+    src.load_state_dict(sd)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), src.eval()(x), rtol=0, atol=0)
+
+
+def test_birder_map_is_explicit():
+    mapped = edgevit.checkpoint.from_birder(
+        {k: torch.zeros(3, 3) for k in _birder_keys([1, 1, 3, 1])})
+    assert set(mapped) == set(edgevit.edgevit_xs().state_dict())
+    assert mapped["head.bias"].shape == (3,) and not mapped["head.bias"].any()
+    with pytest.raises(KeyError, match=r"'body.stage1.blocks.0.extra.weight' .* BIRDER_KEY_MAP"):
+        edgevit.checkpoint.from_birder({"body.stage1.blocks.0.extra.weight": torch.zeros(1)})
+
+
+def test_birder_layout_into_a_backbone():
+    backbone = edgevit.edgevit_xxs(features_only=True)
+    load_checkpoint(backbone, _to_birder(_target().state_dict()))
+    assert torch.equal(backbone.state_dict()["blocks4.1.SelfAttn.attn.qkv.weight"],
+                       _target().state_dict()["blocks4.1.SelfAttn.attn.qkv.weight"])

@@ -16,7 +16,14 @@ Differences from the official code, none of which touches the parameters:
   autograd. In eval mode on CPU without autograd, ``EdgeVit`` with ``use_fused`` runs its
   inference plan instead of the module tree (``edgevit.inference``: every block on the edgevit
   CPU ops, on weights packed once); the logits equal the module tree's up to float rounding;
-* ``forward_features(x, return_stages=True)`` returns the four stage outputs (backbone use).
+* ``forward_features(x, return_stages=True)`` returns the four stage outputs, and
+  ``features_only=True`` makes the model a backbone whose ``forward`` returns them (timm's
+  convention: ``out_indices``, ``feature_info``); with ``use_fused`` it runs on the plan too;
+* timm's model interface (``pretrained_cfg``, ``forward_head``, ``reset_classifier``, the keyword
+  arguments ``timm.create_model`` passes); ``edgevit.register_timm()`` adds the three variants to
+  timm's registry when timm is importable;
+* under ``torch.onnx.export`` (either exporter) a fused model runs its reference path, which has
+  an ONNX form: the edgevit ops have none, and the graph ONNX Runtime runs is the same network.
 
 Fallback policy of the fused path
 ---------------------------------
@@ -35,7 +42,7 @@ from __future__ import annotations
 
 import warnings
 from functools import partial
-from typing import Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -43,7 +50,8 @@ from torch import Tensor
 
 __all__ = [
     "Mlp", "CMlp", "DropPath", "drop_path", "GlobalSparseAttn", "LocalAgg", "SelfAttn",
-    "LGLBlock", "PatchEmbed", "EdgeVit", "edgevit_xxs", "edgevit_xs", "edgevit_s",
+    "LGLBlock", "PatchEmbed", "EdgeVit", "FeatureInfo", "edgevit_xxs", "edgevit_xs", "edgevit_s",
+    "default_cfgs", "register_timm",
 ]
 
 
@@ -75,6 +83,15 @@ _KERNEL_DTYPES = {
     "cpu": (torch.float32, torch.float64),
     "cuda": (torch.float32, torch.float16, torch.bfloat16),
 }
+
+
+def _exporting_to_onnx() -> bool:
+    """Whether ``torch.onnx.export`` is running. torch (2.13) sets the flag for the TorchScript
+    exporter and, with ``dynamo=True``, around the whole export, its torch.export capture
+    included (where ``is_compiling()`` is True too). Under torch.compile, where no ONNX export
+    runs, it is not read, so that dynamo never traces into torch.onnx."""
+    return ((torch.compiler.is_exporting() or not torch.compiler.is_compiling())
+            and torch.onnx.is_in_onnx_export())
 
 
 def _kernels_unavailable(x: Tensor, param_dtype: torch.dtype) -> Optional[str]:
@@ -208,7 +225,9 @@ class GlobalSparseAttn(nn.Module):
         return f"num_heads={self.num_heads}, sr_ratio={self.sr}, use_fused={self.use_fused}"
 
     def forward(self, x: Tensor, H: int, W: int) -> Tensor:
-        if self.use_fused:
+        # No ONNX exporter can translate edgevit::lgl_fused; the reference path is what it
+        # computes, so the exported graph is the same network.
+        if self.use_fused and not _exporting_to_onnx():
             reason = self._fused_unavailable(x)
             if reason is None:
                 return self.proj_drop(self.forward_fused(x, H, W))
@@ -377,6 +396,70 @@ class PatchEmbed(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # The network.
 
+_NUM_STAGES = 4
+_GLOBAL_POOLS = ("avg", "")  # timm's names: average pooling, or none (forward_head gets the map)
+
+
+class FeatureInfo:
+    """What a backbone's outputs are, as timm exposes it: one dict per output with ``num_chs``,
+    ``reduction`` (the input's size over the map's, up to flooring) and ``module`` (the module
+    whose output it is); ``channels()``, ``reduction()``, ``module_name()`` give one field for
+    all outputs (or for output ``idx``). Iterating or indexing gives the dicts."""
+
+    def __init__(self, info: Sequence[dict], out_indices: Sequence[int]):
+        self.out_indices = tuple(out_indices)
+        self.info = [dict(info[i]) for i in self.out_indices]
+
+    def get(self, key: str, idx: Optional[int] = None):
+        return [d[key] for d in self.info] if idx is None else self.info[idx][key]
+
+    def get_dicts(self, keys: Optional[Sequence[str]] = None, idx: Optional[int] = None):
+        pick = (lambda d: dict(d)) if keys is None else (lambda d: {k: d[k] for k in keys})
+        return [pick(d) for d in self.info] if idx is None else pick(self.info[idx])
+
+    def channels(self, idx: Optional[int] = None):
+        return self.get("num_chs", idx)
+
+    def reduction(self, idx: Optional[int] = None):
+        return self.get("reduction", idx)
+
+    def module_name(self, idx: Optional[int] = None):
+        return self.get("module", idx)
+
+    def __getitem__(self, idx):
+        return self.info[idx]
+
+    def __len__(self) -> int:
+        return len(self.info)
+
+    def __iter__(self):
+        return iter(self.info)
+
+    def __repr__(self) -> str:
+        return f"FeatureInfo({self.info})"
+
+
+def _normalize_out_indices(out_indices) -> tuple:
+    if isinstance(out_indices, int):
+        # timm's meaning of an int: the last n stages.
+        if not 1 <= out_indices <= _NUM_STAGES:
+            raise ValueError(f"out_indices: an int n means the last n of the {_NUM_STAGES} "
+                             f"stages, so 1..{_NUM_STAGES}; got {out_indices}")
+        return tuple(range(_NUM_STAGES - out_indices, _NUM_STAGES))
+    try:
+        indices = [int(i) for i in out_indices]
+    except TypeError:
+        raise TypeError(f"out_indices: expected a sequence of stage indices, got "
+                        f"{type(out_indices).__name__}") from None
+    bad = [i for i in indices if not -_NUM_STAGES <= i < _NUM_STAGES]
+    if bad or not indices:
+        raise ValueError(f"out_indices: expected stage indices in -{_NUM_STAGES}..{_NUM_STAGES - 1} "
+                         f"(EdgeViT has {_NUM_STAGES} stages), got {tuple(out_indices)}")
+    indices = [i % _NUM_STAGES for i in indices]
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"out_indices: expected distinct stages, got {tuple(out_indices)}")
+    return tuple(indices)
+
 
 class EdgeVit(nn.Module):
     """EdgeViT: four stages of (PatchEmbed, LGL blocks), BatchNorm, global average pool, head.
@@ -385,22 +468,35 @@ class EdgeVit(nn.Module):
     later with ``set_fused``. Input maps of any size >= 32 x 32 work. With ``use_fused``, eval
     mode, CPU and no autograd, ``forward`` runs the model's inference plan (see
     ``edgevit.inference``); anywhere else it runs the module tree.
+
+    ``features_only=True`` makes it a backbone (timm's convention): no final BatchNorm or head,
+    and ``forward`` returns the list of the stage outputs picked by ``out_indices``, described by
+    ``feature_info``. ``drop_rate`` is the official code's dropout (after the first patch
+    embedding and inside the blocks); timm's ``create_model`` passes it under the same name.
     """
 
     def __init__(self, depth=(1, 2, 5, 3), img_size=224, in_chans=3, num_classes=1000,
                  embed_dim=(48, 96, 240, 384), head_dim=64,
                  mlp_ratio: Union[float, Sequence[float]] = 4.0, qkv_bias=True, qk_scale=None,
                  representation_size=None, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
-                 norm_layer=None, sr_ratios=(4, 2, 2, 1), use_fused: bool = False):
+                 norm_layer=None, sr_ratios=(4, 2, 2, 1), use_fused: bool = False,
+                 global_pool: str = "avg", features_only: bool = False,
+                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3)):
         super().__init__()
         if representation_size:
             raise NotImplementedError("representation_size (pre-logits layer) is not supported")
         depth, embed_dim, sr_ratios = list(depth), list(embed_dim), list(sr_ratios)
+        for arg, value in (("depth", depth), ("embed_dim", embed_dim), ("sr_ratios", sr_ratios)):
+            if len(value) != _NUM_STAGES:
+                raise ValueError(f"{arg}: expected {_NUM_STAGES} values (one per stage), got {value}")
         if isinstance(mlp_ratio, (int, float)):
             mlp_ratio = [mlp_ratio] * 4
         mlp_ratio = list(mlp_ratio)
         self.num_classes = num_classes
-        self.num_features = self.embed_dim = embed_dim
+        self.embed_dims = embed_dim
+        # timm's names for the width the head sees (an int): pooled features, pre-logits.
+        self.num_features = self.head_hidden_size = embed_dim[-1]
+        self.global_pool = self._check_global_pool(global_pool, num_classes)
         norm_layer = norm_layer or partial(nn.LayerNorm, eps=1e-6)
 
         self.patch_embed1 = PatchEmbed(img_size, patch_size=4, in_chans=in_chans, embed_dim=embed_dim[0])
@@ -429,9 +525,37 @@ class EdgeVit(nn.Module):
         self.pre_logits = nn.Identity()
         self.head = nn.Linear(embed_dim[-1], num_classes) if num_classes > 0 else nn.Identity()
 
+        # The stage outputs are the last blocks' outputs; patch sizes 4, 2, 2, 2.
+        self.feature_info = FeatureInfo(
+            [dict(num_chs=embed_dim[i], reduction=4 * 2 ** i, module=f"blocks{i + 1}.{depth[i] - 1}")
+             for i in range(_NUM_STAGES)], range(_NUM_STAGES))
+        self.features_only = False
+
         self.apply(self._init_weights)
         self._inference_plan = None  # built on the first call it can serve (edgevit.inference)
         self.set_fused(use_fused)
+        if features_only:
+            self._to_backbone(out_indices)
+
+    @staticmethod
+    def _check_global_pool(global_pool, num_classes) -> str:
+        if global_pool not in _GLOBAL_POOLS:
+            raise ValueError(f"global_pool: expected one of {_GLOBAL_POOLS} ('avg': average "
+                             f"pooling, '': none), got {global_pool!r}")
+        if global_pool == "" and num_classes > 0:
+            raise ValueError(f"global_pool='' (no pooling) needs num_classes=0: the head is a "
+                             f"Linear on pooled features; got num_classes={num_classes}")
+        return global_pool
+
+    def _to_backbone(self, out_indices) -> None:
+        """timm's features_only: the stage outputs in ``out_indices`` are the output; the final
+        BatchNorm and the head, which no stage output passes through, are dropped."""
+        self.out_indices = _normalize_out_indices(out_indices)
+        self.feature_info = FeatureInfo(list(self.feature_info), self.out_indices)
+        self.features_only = True
+        self.num_classes = 0
+        self.norm = nn.Identity()
+        self.head = nn.Identity()
 
     @staticmethod
     def _init_weights(m):
@@ -468,21 +592,35 @@ class EdgeVit(nn.Module):
         return state
 
     @torch.jit.ignore
-    def no_weight_decay(self):
-        return {"pos_embed", "cls_token"}
+    def no_weight_decay(self) -> set:
+        """The parameters that should have no weight decay: every bias and every norm's scale
+        (all the 1-D parameters; the official code named ``pos_embed`` and ``cls_token``, which
+        this network does not have)."""
+        return {name for name, p in self.named_parameters() if p.ndim <= 1}
 
-    def get_classifier(self):
+    def get_classifier(self) -> nn.Module:
         return self.head
 
-    def reset_classifier(self, num_classes, global_pool=""):
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A new, freshly initialised head for ``num_classes`` (0: none, ``forward`` then gives
+        the pooled features); ``global_pool`` ('avg' or '') when given."""
+        if self.features_only:
+            raise RuntimeError("reset_classifier: a features_only model has no classifier")
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes: expected an int >= 0, got {num_classes!r}")
+        pool = self.global_pool if global_pool is None else global_pool
+        self.global_pool = self._check_global_pool(pool, num_classes)
         self.num_classes = num_classes
-        self.head = nn.Linear(self.embed_dim[-1], num_classes) if num_classes > 0 else nn.Identity()
+        head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = head.to(self.norm.weight) if isinstance(head, nn.Linear) else head
+        self._init_weights(self.head)
 
     def forward_features(self, x, return_stages: bool = False):
         """[B, 3, H, W] -> the final feature map [B, C4, H/32, W/32] after BatchNorm; with
         ``return_stages=True``, the list of the four stage outputs (before that BatchNorm) of
         sizes H/4, H/8, H/16 and H/32, for detection and segmentation backbones."""
-        if self.use_fused and not torch.compiler.is_compiling():
+        # ONNX export traces the module tree: the plan's ops have no ONNX form.
+        if self.use_fused and not torch.compiler.is_compiling() and not _exporting_to_onnx():
             from .inference import run_features  # (edgevit.inference imports this module)
 
             out = run_features(self, x, return_stages)
@@ -503,16 +641,23 @@ class EdgeVit(nn.Module):
         x = self.pre_logits(x)
         return x
 
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """The final feature map -> logits; with ``pre_logits=True`` the pooled features
+        [B, num_features] (the map itself when ``global_pool`` is '')."""
+        if self.global_pool == "avg":
+            x = x.flatten(2).mean(-1)
+        return x if pre_logits else self.head(x)
+
     def forward(self, x):
-        x = self.forward_features(x)
-        x = x.flatten(2).mean(-1)
-        x = self.head(x)
-        return x
+        if self.features_only:
+            stages = self.forward_features(x, return_stages=True)
+            return [stages[i] for i in self.out_indices]
+        return self.forward_head(self.forward_features(x))
 
 
 # ---------------------------------------------------------------------------------------------
-# Variants (official configurations). No pretrained weights are downloaded: load an official
-# checkpoint with ``model.load_state_dict(torch.load(path)["model"], strict=True)``.
+# Variants (official configurations) and their pretrained_cfg, as timm's models carry it. No
+# pretrained weights are downloaded: pass ``pretrained=path`` or use ``edgevit.load_checkpoint``.
 
 _CONFIGS = {
     "edgevit_xxs": dict(depth=[1, 1, 3, 2], embed_dim=[36, 72, 144, 288], head_dim=36),
@@ -521,21 +666,56 @@ _CONFIGS = {
 }
 
 
+def _cfg(**kwargs) -> dict:
+    """The official evaluation transform (saic-fi/edgevit ``src/datasets.py``): resize to
+    256/224 of the crop with bicubic interpolation, centre crop, ImageNet mean and std."""
+    return dict(input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
+                interpolation="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                num_classes=1000, first_conv="patch_embed1.proj", classifier="head",
+                fixed_input_size=False, license="apache-2.0", **kwargs)
+
+
+default_cfgs = {name: _cfg() for name in _CONFIGS}
+
+# What timm's create_model passes that configures no part of this network (nothing is
+# downloaded, so no cache).
+_TIMM_ONLY_KWARGS = ("cache_dir",)
+
+
 def _create(name: str, use_fused: bool, pretrained, kwargs) -> EdgeVit:
     """``pretrained``: False, or the path of a checkpoint to load (``edgevit.load_checkpoint``,
-    strict). Nothing is downloaded. ``drop_block_rate`` is taken for timm's ``create_model``,
-    which passes it: EdgeViT has no DropBlock, so only None is accepted."""
+    strict). Nothing is downloaded. Takes the keyword arguments timm's ``create_model`` passes:
+    ``pretrained_cfg`` (a dict merged over the default one), ``drop_block_rate`` (EdgeViT has no
+    DropBlock, so only None or 0), ``pretrained_cfg_overlay`` (merged over that) and
+    ``cache_dir`` (unused)."""
     if pretrained is True:
         raise ValueError(f"{name}: pretrained=True, but no weights are downloaded; pass "
                          "pretrained='path/to/checkpoint.pth' or use edgevit.load_checkpoint")
     drop_block_rate = kwargs.pop("drop_block_rate", None)
-    if drop_block_rate is not None:
-        raise ValueError(f"{name}: drop_block_rate must be None (EdgeViT has no DropBlock), "
+    if drop_block_rate not in (None, 0, 0.0):
+        raise ValueError(f"{name}: drop_block_rate must be None or 0 (EdgeViT has no DropBlock), "
                          f"got {drop_block_rate!r}")
+    cfg_in = kwargs.pop("pretrained_cfg", None)
+    overlay = kwargs.pop("pretrained_cfg_overlay", None)
+    for k in _TIMM_ONLY_KWARGS:
+        kwargs.pop(k, None)
+    pretrained_cfg = dict(default_cfgs[name])
+    for extra, arg in ((cfg_in, "pretrained_cfg"), (overlay, "pretrained_cfg_overlay")):
+        if extra is None:
+            continue
+        if hasattr(extra, "to_dict"):  # timm's PretrainedCfg
+            extra = extra.to_dict()
+        if not isinstance(extra, Mapping):
+            raise TypeError(f"{name}: {arg} must be a dict, got {type(extra).__name__}")
+        pretrained_cfg.update({k: v for k, v in extra.items() if v is not None})
     cfg = dict(_CONFIGS[name], mlp_ratio=[4] * 4, qkv_bias=True,
                norm_layer=partial(nn.LayerNorm, eps=1e-6), sr_ratios=[4, 2, 2, 1])
     cfg.update(kwargs)
     model = EdgeVit(use_fused=use_fused, **cfg)
+    # As in timm, this describes the weights' training (their classes and input), whatever head
+    # or input channels this model was built with.
+    pretrained_cfg["architecture"] = name
+    model.pretrained_cfg = model.default_cfg = pretrained_cfg
     if pretrained:
         from .checkpoint import load_checkpoint
 
@@ -557,3 +737,22 @@ def edgevit_s(use_fused: bool = False, pretrained=False, **kwargs) -> EdgeVit:
     """EdgeViT-S: depth [1, 2, 5, 3], dims [48, 96, 240, 384], head_dim 48 (13.11 M parameters
     with the official code's configuration)."""
     return _create("edgevit_s", use_fused, pretrained, kwargs)
+
+
+def register_timm() -> bool:
+    """Add ``edgevit_xxs``, ``edgevit_xs`` and ``edgevit_s`` (with their ``default_cfgs``) to
+    timm's registry, so that ``timm.create_model('edgevit_xs', use_fused=True)`` builds them.
+    Returns False, registering nothing, when timm cannot be imported. Idempotent. ``import
+    edgevit`` calls it when timm is already imported; it never imports timm by itself."""
+    try:
+        from timm.models import is_model, register_model
+    except Exception:  # ImportError, or a timm whose own imports fail (e.g. no torchvision)
+        return False
+    from timm.models import model_entrypoint
+
+    for fn in (edgevit_xxs, edgevit_xs, edgevit_s):
+        # timm warns when a name is registered again; registering only what is not ours keeps
+        # repeated calls quiet.
+        if not is_model(fn.__name__) or model_entrypoint(fn.__name__) is not fn:
+            register_model(fn)  # reads default_cfgs from this module
+    return True
