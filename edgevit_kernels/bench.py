@@ -1,21 +1,33 @@
 """Model-level benchmark of EdgeViT: the main job (``edgevit-bench`` / ``python -m edgevit_kernels``).
 
 For each EdgeViT variant (random weights, nothing downloaded; eval mode, fp32) this times the
-inference paths side by side in one process and checks them against the eager reference:
+inference paths and checks them against the eager reference:
 
-* ``eager``        the reference model, ``use_fused=False`` (the official computation);
-* ``fused``        the same weights with ``use_fused=True`` (``torch.ops.edgevit.lgl_fused``);
-* ``compile``      ``torch.compile`` of the reference (opt-in on the command line: compiling three
-                   models costs minutes of CPU, see ``main --help``);
-* ``onnxruntime``  the reference exported to ONNX (``torch.onnx.export``, the TorchScript exporter,
-                   ``dynamo=False``; the dynamo exporter if that fails) run by ONNX Runtime,
-                   ``CPUExecutionProvider``, ``intra_op_num_threads`` = torch threads, all graph
-                   optimisations. Skipped with a note when onnxruntime is not installed.
+* ``eager``          the reference model, ``use_fused=False`` (the official computation);
+* ``fused``          the same weights with ``use_fused=True`` (the package's CPU kernels);
+* ``compile``        ``torch.compile`` of the reference (opt-in: compiling costs minutes);
+* ``compile-fused``  ``torch.compile`` of the fused model (opt-in, like ``compile``);
+* ``onnxruntime``    the reference exported to ONNX (``torch.onnx.export``, TorchScript exporter,
+                     the dynamo exporter if that fails) run by ONNX Runtime, CPUExecutionProvider,
+                     ``intra_op_num_threads`` = torch threads, ``inter_op_num_threads`` = 1, all
+                     graph optimisations;
+* ``openvino``       the same ONNX file compiled by OpenVINO's CPU plugin,
+                     ``INFERENCE_NUM_THREADS`` = torch threads, ``PERFORMANCE_HINT=LATENCY``,
+                     ``INFERENCE_PRECISION_HINT=f32``.
+ONNX Runtime and OpenVINO are skipped with a note when not installed.
 
-Reported per (variant, path): median latency, interquartile range, speedup over eager, max
-|logit difference| against the eager reference and top-1 agreement with it. Both accuracy
-figures are taken over the timed batch plus further fixed random batches of the same shape, so
-that at least ``EVAL_SAMPLES`` (16) images are compared and agreement is a percentage.
+Method: every path runs in its own process (as a user runs it: one runtime's idle threads then
+cannot slow another's), kept alive for the whole variant. The timed runs are taken in blocks,
+one block per path in turn, the order rotated every block, with a pause between blocks (ONNX
+Runtime's and OpenMP's idle threads spin for a while after a run). ``--contention`` times every
+block twice, quiet and with another process keeping one core busy, and reports each path's
+slowdown.
+
+Reported per (variant, path): median latency, interquartile range, speedup over eager, achieved
+GFLOP/s (FLOPs counted once with ``torch.utils.flop_counter``) and its share of this machine's
+fp32 matmul rate (``torch.mm`` 2048 x 2048, measured in the same run), max |logit difference|
+against the eager reference and top-1 agreement with it, over the timed batch plus further
+fixed random batches (at least ``EVAL_SAMPLES`` images).
 
 The helpers here (``build_model``, ``make_runner``, ``machine_info``, ...) are shared with the
 pytest-benchmark suite ``benchmarks/test_bench_model.py``.
@@ -43,10 +55,14 @@ import torch
 import torch.nn as nn
 
 VARIANTS = ("xxs", "xs", "s")
-BASELINES = ("eager", "fused", "compile", "onnxruntime")
+BASELINES = ("eager", "fused", "compile", "compile-fused", "onnxruntime", "openvino")
 # What a plain run does. torch.compile is opt-in: compiling XXS alone takes ~40 s on 2 cores
 # (XS/S more), which would push the default run past two minutes.
-DEFAULT_BASELINES = ("eager", "fused", "onnxruntime")
+DEFAULT_BASELINES = ("eager", "fused", "onnxruntime", "openvino")
+OPTIONAL_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # path -> package
+BLOCK_RUNS = 5  # timed runs per block (a path's runs are spread over blocks taken in turn)
+PAUSE_S = 0.2  # between blocks: idle runtime threads stop spinning
+BUSY_SPREAD = 0.15  # IQR / median above this: the machine was probably busy (a warning)
 EVAL_SAMPLES = 16  # images compared for max |d logits| and top-1 agreement (at least)
 ATOL = 1e-3  # max |d logits| allowed against eager (logits are O(1), see build_model)
 FALLBACK_MARK = "runs the unfused reference path"  # text of edgevit's fallback RuntimeWarning
@@ -67,27 +83,68 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def ort_version() -> Optional[str]:
-    """onnxruntime's version, or None if it is not installed (or does not import)."""
+def package_version(name: str) -> Optional[str]:
+    """``name``'s version, or None if it is not installed (or does not import)."""
     try:
-        import onnxruntime
+        module = __import__(name)
     except Exception:
         return None
-    return onnxruntime.__version__
+    return getattr(module, "__version__", "unknown")
+
+
+def ort_version() -> Optional[str]:
+    """onnxruntime's version, or None if it is not installed (or does not import)."""
+    return package_version("onnxruntime")
 
 
 def machine_info(threads: int) -> dict:
     import edgevit_kernels
 
+    info = edgevit_kernels.cpu_info()
     return {
         "cpu": cpu_model(),
         "machine": platform.machine(),
         "threads": threads,
-        "isa": edgevit_kernels.cpu_isa(),
+        "isa": info["isa"],
+        "caches": {k: info[k] for k in ("l1d", "l2", "l3", "cache_source")},
+        "tiles": {"nr": info["nr"], "mlp_hidden_tile": info["mlp_hidden_tile"],
+                  "chunks_per_thread": info["chunks_per_thread"]},
         "torch": torch.__version__,
         "onnxruntime": ort_version(),
+        "openvino": package_version("openvino"),
         "python": platform.python_version(),
     }
+
+
+def machine_line(info: dict) -> str:
+    """One line naming the machine and what the kernels chose for it (for table headers)."""
+    c, t = info["caches"], info["tiles"]
+    return (f"{info['cpu']}, {info['threads']} threads, ISA {info['isa']} (nr {t['nr']}), "
+            f"L1d {c['l1d'] >> 10} KiB / L2 {c['l2'] >> 10} KiB / L3 {c['l3'] >> 20} MiB "
+            f"({c['cache_source']}), torch {info['torch']}, onnxruntime "
+            f"{info['onnxruntime'] or 'not installed'}, openvino {info['openvino'] or 'not installed'}")
+
+
+def matmul_gflops(threads: int, n: int = 2048, reps: int = 5) -> float:
+    """This machine's fp32 matmul rate: ``torch.mm`` of two n x n matrices, best of ``reps``."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def model_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one forward of ``model`` on ``x`` (matmuls and convolutions, 2 per MAC)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(x)
+    return counter.get_total_flops()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,6 +245,26 @@ def make_runner(path: str, model: nn.Module, x: torch.Tensor, threads: int) -> R
         return Runner(copy.deepcopy(model).set_fused(True))
     if path == "compile":
         return Runner(torch.compile(model, dynamic=False))
+    if path == "compile-fused":
+        return Runner(torch.compile(copy.deepcopy(model).set_fused(True), dynamic=False))
+    if path == "openvino":
+        if package_version("openvino") is None:
+            raise RuntimeError("openvino is not installed (pip install openvino)")
+        import openvino as ov
+
+        tmp = tempfile.TemporaryDirectory(prefix="edgevit-onnx-")
+        file = os.path.join(tmp.name, "model.onnx")
+        exporter = export_onnx(model, x, file)
+        compiled = ov.Core().compile_model(file, "CPU", {
+            "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32"})
+        request = compiled.create_infer_request()
+        out = compiled.output(0)
+
+        def fn(t: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(request.infer([t.numpy()])[out].copy())
+
+        return Runner(fn, time.perf_counter() - t0, f"ONNX exporter: {exporter}", [tmp, compiled, request])
     if path == "onnxruntime":
         if ort_version() is None:
             raise RuntimeError("onnxruntime is not installed (pip install onnxruntime)")
@@ -313,59 +390,201 @@ def time_runner(fn, x: torch.Tensor, runs: int, warmup: int, progress: Optional[
 # The main job
 
 
-def run(variants, baselines, batch, H, W, threads, runs, warmup, progress: Progress, notes: list) -> list[dict]:
-    results = []
-    for variant in variants:
+def _worker_main(conn, variant: str, path: str, batch: int, H: int, W: int, threads: int) -> None:
+    """One inference path in a process of its own: builds the same model (fixed seeds) and input
+    as the parent, prepares the path, then answers ("time", runs) and ("eval",) until ("stop",)."""
+    torch.set_num_threads(threads)
+    try:
         model = build_model(variant)
         x = torch.randn(batch, 3, H, W, generator=torch.Generator().manual_seed(42))
-        batches = eval_batches(x)
-        progress.set(f"{variant}: reference logits")
-        with torch.inference_mode():
-            refs = [model(b) for b in batches]
-        eager_med = None
-        for path in baselines:
-            progress.set(f"{variant} {path}: " + {"compile": "compiling", "onnxruntime": "exporting"}.get(path, "setup"))
-            try:
-                runner = prepare(make_runner(path, model, x, threads), x)
-            except Exception as e:
-                notes.append(f"{variant} {path}: skipped, {type(e).__name__}: {str(e).splitlines()[0][:300]}")
-                progress.update(1 + warmup + runs + len(batches))
-                continue
-            progress.update()
-            progress.set(f"{variant} {path}: timing")
-            times = time_runner(runner.fn, x, runs, warmup, progress)
-            progress.set(f"{variant} {path}: checking")
+        runner = prepare(make_runner(path, model, x, threads), x)
+        conn.send(("ready", runner.setup_s, runner.note))
+    except Exception as e:
+        conn.send(("error", f"{type(e).__name__}: {str(e).splitlines()[0][:300]}" if str(e) else type(e).__name__))
+        return
+    while True:
+        cmd = conn.recv()
+        if cmd[0] == "time":
+            conn.send(("ok", time_runner(runner.fn, x, cmd[1], 0)))
+        elif cmd[0] == "eval":
             with torch.inference_mode():
-                outs = []
-                for b in batches:
-                    outs.append(runner.fn(b))
-                    progress.update()
-            diff, agree, total = compare(outs, refs)
-            s = summarize(times)
-            if path == "eager":
-                eager_med = s["median_ms"]
-            results.append(dict(
-                variant=variant, path=path, batch=batch, height=H, width=W, threads=threads, **s,
-                speedup_vs_eager=(eager_med / s["median_ms"]) if eager_med else None,
-                max_abs_diff=diff, top1_agree=agree, top1_total=total,
-                setup_s=runner.setup_s, note=runner.note, times_ms=times,
-            ))
-            del runner
+                conn.send(("ok", [runner.fn(b).float().numpy() for b in eval_batches(x)]))
+        else:
+            return
+
+
+class Worker:
+    """The parent's handle on a ``_worker_main`` process."""
+
+    def __init__(self, variant, path, batch, H, W, threads):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # a fresh interpreter: no thread pool inherited
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, variant, path, batch, H, W, threads),
+                                daemon=True)
+        self.proc.start()
+        reply = self._recv()
+        if reply[0] == "error":
+            self.stop()
+            raise RuntimeError(reply[1])
+        _, self.setup_s, self.note = reply
+
+    def _recv(self):
+        while not self.conn.poll(1.0):
+            if not self.proc.is_alive():
+                raise RuntimeError(f"worker process died (exit code {self.proc.exitcode})")
+        return self.conn.recv()
+
+    def call(self, *cmd):
+        self.conn.send(cmd)
+        return self._recv()[1]
+
+    def stop(self):
+        try:
+            self.conn.send(("stop",))
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+class BusyCore:
+    """A process that keeps one core busy (``while True: pass``), stopped and resumed by signal,
+    so quiet and busy blocks alternate without starting a process for each."""
+
+    def __init__(self):
+        import signal
+        import subprocess
+
+        self._signal = signal
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        self.pause()
+
+    def pause(self):
+        self.proc.send_signal(self._signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(self._signal.SIGCONT)
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _time_blocks(workers: dict, runs: int, warmup: int, busy: Optional[BusyCore], progress) -> dict:
+    """{path: {"quiet": [ms], "busy": [ms]}}: blocks of BLOCK_RUNS runs, one per path in turn,
+    the order rotated every block, a pause between blocks; with ``busy`` each block is timed
+    quiet, then with the busy core."""
+    paths = list(workers)
+    for w in workers.values():
+        if warmup:
+            w.call("time", warmup)
+        progress.update(warmup)
+    times = {p: {"quiet": [], "busy": []} for p in paths}
+    blocks = math.ceil(runs / BLOCK_RUNS)
+    for k in range(blocks):
+        n = min(BLOCK_RUNS, runs - k * BLOCK_RUNS)
+        for p in paths[k % len(paths):] + paths[:k % len(paths)]:
+            time.sleep(PAUSE_S)
+            times[p]["quiet"] += workers[p].call("time", n)
+            if busy is not None:
+                busy.resume()
+                try:
+                    times[p]["busy"] += workers[p].call("time", n)
+                finally:
+                    busy.pause()
+            progress.update(n)
+    return times
+
+
+def run(variants, baselines, batch, H, W, threads, runs, warmup, progress: Progress, notes: list,
+        contention: bool = False, matmul_rate: Optional[float] = None) -> list[dict]:
+    results = []
+    busy = BusyCore() if contention else None
+    try:
+        for variant in variants:
+            results += _run_variant(variant, baselines, batch, H, W, threads, runs, warmup,
+                                    progress, notes, busy, matmul_rate)
+    finally:
+        if busy is not None:
+            busy.close()
     return results
 
 
+def _run_variant(variant, baselines, batch, H, W, threads, runs, warmup, progress, notes, busy,
+                 matmul_rate) -> list[dict]:
+    model = build_model(variant)
+    x = torch.randn(batch, 3, H, W, generator=torch.Generator().manual_seed(42))
+    batches = eval_batches(x)
+    progress.set(f"{variant}: reference logits, FLOPs")
+    with torch.inference_mode():
+        refs = [model(b) for b in batches]
+    flops = model_flops(model, x)
+    workers = {}
+    try:
+        for path in baselines:
+            progress.set(f"{variant} {path}: " + {"compile": "compiling", "compile-fused": "compiling",
+                                                  "onnxruntime": "exporting", "openvino": "exporting"}.get(path, "setup"))
+            try:
+                workers[path] = Worker(variant, path, batch, H, W, threads)
+            except Exception as e:
+                notes.append(f"{variant} {path}: skipped, {str(e)[:300]}")
+                progress.update(warmup + runs * (2 if busy else 1) + len(batches))
+                continue
+            progress.update()
+        progress.set(f"{variant}: timing {', '.join(workers)}" + (" (quiet / busy core)" if busy else ""))
+        times = _time_blocks(workers, runs, warmup, busy, progress)
+        progress.set(f"{variant}: checking")
+        results, eager_med = [], None
+        for path, w in workers.items():
+            outs = [torch.from_numpy(o) for o in w.call("eval")]
+            progress.update(len(batches))
+            diff, agree, total = compare(outs, refs)
+            s = summarize(times[path]["quiet"])
+            if path == "eager":
+                eager_med = s["median_ms"]
+            gflops = flops / (s["median_ms"] * 1e-3) / 1e9
+            r = dict(
+                variant=variant, path=path, batch=batch, height=H, width=W, threads=threads, **s,
+                speedup_vs_eager=(eager_med / s["median_ms"]) if eager_med else None,
+                flops=flops, gflops=gflops, matmul_share=(gflops / matmul_rate) if matmul_rate else None,
+                max_abs_diff=diff, top1_agree=agree, top1_total=total,
+                setup_s=w.setup_s, note=w.note, times_ms=times[path]["quiet"],
+            )
+            if busy is not None:
+                b = summarize(times[path]["busy"])
+                r.update(busy_median_ms=b["median_ms"], busy_iqr_ms=b["iqr_ms"],
+                         busy_times_ms=times[path]["busy"], slowdown=b["median_ms"] / s["median_ms"])
+            if s["iqr_ms"] > BUSY_SPREAD * s["median_ms"]:
+                notes.append(f"{variant} {path}: IQR {s['iqr_ms']:.2f} ms is "
+                             f"{100 * s['iqr_ms'] / s['median_ms']:.0f}% of the median: the machine "
+                             "was probably busy; rerun on a quiet machine")
+            results.append(r)
+        return results
+    finally:
+        for w in workers.values():
+            w.stop()
+
+
 def format_table(results: list[dict], atol: float = ATOL) -> str:
-    head = (f"{'model':6} {'path':12} {'median ms':>10} {'IQR ms':>8} {'speedup':>8} "
+    busy = any("slowdown" in r for r in results)
+    head = (f"{'model':6} {'path':13} {'median ms':>10} {'IQR ms':>8} {'speedup':>8} {'GFLOP/s':>8} "
+            f"{'of mm':>6} " + (f"{'busy ms':>9} {'slowdown':>8} " if busy else "") +
             f"{'max|dlogit|':>12} {'top-1 agree':>17}  note")
     lines = [head, "-" * len(head)]
     for r in results:
         sp = f"{r['speedup_vs_eager']:.2f}x" if r["speedup_vs_eager"] else "-"
+        share = f"{100 * r['matmul_share']:.0f}%" if r.get("matmul_share") else "-"
         agree = f"{100 * r['top1_agree'] / r['top1_total']:.1f}% ({r['top1_agree']}/{r['top1_total']})"
         note = r["note"]
         if r["max_abs_diff"] > atol:
             note = f"MISMATCH (> {atol:g}); " + note
-        lines.append(f"{r['variant']:6} {r['path']:12} {r['median_ms']:10.2f} {r['iqr_ms']:8.2f} "
-                     f"{sp:>8} {r['max_abs_diff']:12.2e} {agree:>17}  {note}".rstrip())
+        cont = f"{r['busy_median_ms']:9.2f} {r['slowdown']:7.2f}x " if busy else ""
+        lines.append(f"{r['variant']:6} {r['path']:13} {r['median_ms']:10.2f} {r['iqr_ms']:8.2f} "
+                     f"{sp:>8} {r['gflops']:8.1f} {share:>6} {cont}{r['max_abs_diff']:12.2e} "
+                     f"{agree:>17}  {note}".rstrip())
     return "\n".join(lines)
 
 
@@ -448,6 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{','.join(DEFAULT_BASELINES)} -- onnxruntime when installed; compile is opt-in)")
     p.add_argument("--chart", default="edgevit_bench.png", metavar="PATH",
                    help="PNG chart to write (default ./edgevit_bench.png; '' for none)")
+    p.add_argument("--contention", action="store_true",
+                   help="time every block twice, quiet and with another process keeping one core "
+                        "busy, and report each path's slowdown")
     p.add_argument("--json", default=None, metavar="PATH", help="write machine-readable results here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return p
@@ -472,9 +694,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     notes: list[str] = []
     if args.baselines is None:
         baselines = list(DEFAULT_BASELINES)
-        if ort_version() is None:
-            baselines.remove("onnxruntime")
-            notes.append("onnxruntime: not installed, skipped (pip install onnxruntime)")
     else:
         baselines = list(BASELINES) if args.baselines.strip().lower() == "all" else _csv(args.baselines)
         bad = [b for b in baselines if b not in BASELINES]
@@ -482,9 +701,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             p.error(f"--baselines: unknown {', '.join(map(repr, bad)) or '(empty)'}; "
                     f"choose from {', '.join(BASELINES)} or 'all'")
         baselines = list(dict.fromkeys(baselines))
-        if "onnxruntime" in baselines and ort_version() is None:
-            baselines.remove("onnxruntime")
-            notes.append("onnxruntime: not installed, skipped (pip install onnxruntime)")
+    for path, package in OPTIONAL_PACKAGES.items():
+        if path in baselines and package_version(package) is None:
+            baselines.remove(path)
+            notes.append(f"{path}: not installed, skipped (pip install {package})")
     # eager first: it is the baseline of the speedups
     baselines.sort(key=lambda b: b != "eager")
 
@@ -493,24 +713,26 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     torch.set_num_threads(args.threads)
     info = machine_info(args.threads)
-    header = (f"# edgevit-bench: {info['cpu']}, {args.threads} threads, ISA {info['isa']}, "
-              f"torch {info['torch']}, onnxruntime {info['onnxruntime'] or 'not installed'} | "
-              f"B={args.batch}, {H}x{W}, fp32, random weights; median of {args.runs} runs "
-              f"(warm-up {args.warmup}); accuracy vs eager over >= {EVAL_SAMPLES} images")
+    mm_rate = matmul_gflops(args.threads)
+    header = (f"# edgevit-bench: {machine_line(info)} | B={args.batch}, {H}x{W}, fp32, random "
+              f"weights; each path in its own process, median of {args.runs} runs in blocks of "
+              f"{BLOCK_RUNS} taken in turn (warm-up {args.warmup}); fp32 matmul rate "
+              f"{mm_rate:.0f} GFLOP/s (torch.mm 2048^2); accuracy vs eager over >= "
+              f"{EVAL_SAMPLES} images" + ("; busy: one other process spinning" if args.contention else ""))
     print(header, flush=True)
 
     n_eval = len(eval_batches(torch.empty(args.batch, 0)))
-    progress = Progress(len(variants) * len(baselines) * (1 + args.warmup + args.runs + n_eval),
-                        enabled=not args.no_progress)
+    per_path = 1 + args.warmup + args.runs * (2 if args.contention else 1) + n_eval
+    progress = Progress(len(variants) * len(baselines) * per_path, enabled=not args.no_progress)
     try:
         results = run(variants, baselines, args.batch, H, W, args.threads, args.runs, args.warmup,
-                      progress, notes)
+                      progress, notes, contention=args.contention, matmul_rate=mm_rate)
     finally:
         progress.close()
 
     print(format_table(results))
     for r in results:
-        if r["path"] in ("compile", "onnxruntime"):
+        if r["path"] in ("compile", "compile-fused", "onnxruntime", "openvino"):
             notes.append(f"{r['variant']} {r['path']}: setup (compile / export + session) {r['setup_s']:.1f} s")
     for n in notes:
         print(f"note: {n}")
@@ -525,10 +747,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump({
-                "machine": info,
+                "machine": dict(info, matmul_gflops=mm_rate),
                 "config": {"variants": variants, "baselines": baselines, "batch": args.batch,
                            "height": H, "width": W, "threads": args.threads, "runs": args.runs,
-                           "warmup": args.warmup, "eval_samples": EVAL_SAMPLES, "atol": ATOL},
+                           "warmup": args.warmup, "eval_samples": EVAL_SAMPLES, "atol": ATOL,
+                           "block_runs": BLOCK_RUNS, "pause_s": PAUSE_S, "contention": args.contention},
                 "results": results, "notes": notes, "total_s": total_s,
             }, f, indent=1)
         print(f"json: {args.json}")
