@@ -43,7 +43,8 @@ from . import model as _model
 from .model import (EdgeVit, GlobalSparseAttn, LGLBlock, LocalAgg, PatchEmbed, SelfAttn,
                     _kernels_unavailable, _load_kernels)
 
-__all__ = ["InferencePlan", "inference_plan", "refresh", "fused_unavailable", "run_features"]
+__all__ = ["InferencePlan", "inference_plan", "refresh", "fused_unavailable", "run_features",
+           "compiled_features"]
 
 
 def inference_plan(model: EdgeVit) -> "InferencePlan":
@@ -76,6 +77,100 @@ def run_features(model: EdgeVit, x: Tensor, return_stages: bool):
         plan = model._inference_plan = InferencePlan(model)
     built = plan.built_for(x)
     return None if built is None else plan._forward_features(built, x, return_stages)
+
+
+# ---------------------------------------------------------------------------------------------
+# Under torch.compile.
+#
+# Dynamo cannot trace the plan's staleness key (data pointers, version counters, hooks, slot
+# identities) and guards on none of it, so neither tracing the steps with the prepared weights as
+# graph constants nor preparing inside the graph keeps the eager contract: the first goes stale
+# after an optimizer step, the second repacks every weight on every call. Instead the whole plan
+# (key check, rebuild when stale, the steps) is one opaque op of the graph, edgevit::plan_features,
+# which runs the model's plan eagerly: every fused op, weights prepared once, and exactly the
+# staleness contract of eager calls. What the graph specialises on is what dynamo guards anyway:
+# the model's handle, its training flag, grad mode, requires_grad, the input's device, dtype and
+# sizes. The rest (head, pooling) is compiled as usual.
+
+
+def compiled_features(model: EdgeVit, x: Tensor, return_stages: bool):
+    """``model.forward_features(x, return_stages)`` while torch.compile traces it: the model's
+    plan as the one op ``edgevit::plan_features``, or None where the module tree must be traced
+    (torch.export, training, autograd, non-CPU or unsupported inputs)."""
+    if _is_exporting() or _compile_unavailable(model, x):
+        return None
+    out = torch.ops.edgevit.plan_features(x, model._plan_handle, return_stages)
+    return out if return_stages else out[0]
+
+
+def _is_exporting() -> bool:
+    # torch.export must keep the module tree: the graph would name a live model otherwise.
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return is_exporting is not None and is_exporting()
+
+
+def _compile_unavailable(model: EdgeVit, x) -> bool:
+    """What the graph must not take plan_features for; only what dynamo can trace and guard.
+    Whatever else stops the plan (a hook, a module in training) is met at run time by the op,
+    which then runs the module tree eagerly, as a call without torch.compile does."""
+    if model.training or _load_kernels() is None or not isinstance(x, Tensor):
+        return True
+    if x.device.type != "cpu" or x.dim() != 4 or x.shape[2] < 32 or x.shape[3] < 32:
+        return True
+    if x.dtype not in (torch.float32, torch.float64) or x.dtype != model.patch_embed1.proj.weight.dtype:
+        return True
+    # The op has no autograd formula: where a gradient is wanted the module tree is traced.
+    return torch.is_grad_enabled() and (x.requires_grad
+                                        or any(p.requires_grad for p in model.parameters()))
+
+
+def _channels_last_strides(shape) -> tuple:
+    B, C, H, W = shape
+    return (H * W * C, 1, W * C, C)
+
+
+def _plan_features_shapes(model: EdgeVit, x: Tensor, return_stages: bool) -> list:
+    B, H, W = x.shape[0], x.shape[2], x.shape[3]
+    shapes = []
+    for embed in _embeds(model):
+        p = embed.proj.kernel_size
+        H, W = H // p[0], W // p[1]
+        shapes.append((B, embed.proj.out_channels, H, W))
+    return shapes if return_stages else shapes[-1:]
+
+
+def _model_of(handle: int) -> EdgeVit:
+    model = _model._PLAN_MODELS.get(handle)
+    if model is None:
+        raise RuntimeError(f"edgevit::plan_features: model {handle} no longer exists")
+    return model
+
+
+def _plan_features(x: Tensor, model: int, return_stages: bool) -> list:
+    """``forward_features`` of the EdgeVit numbered ``model`` (``EdgeVit._plan_handle``) run
+    eagerly: on its inference plan where that can serve the call, else its module tree."""
+    m = _model_of(model)
+    with torch.no_grad():
+        out = m.forward_features(x, return_stages)
+    outs = list(out) if return_stages else [out]
+    # The graph was compiled for the fake kernel's strides (channels_last); a layout the eager
+    # path chose otherwise (size-1 dimensions, the module tree) is copied into them.
+    return [t if t.stride() == _channels_last_strides(t.shape)
+            else torch.empty_strided(t.shape, _channels_last_strides(t.shape), dtype=t.dtype).copy_(t)
+            for t in outs]
+
+
+def _plan_features_fake(x, model, return_stages):
+    return [x.new_empty_strided(s, _channels_last_strides(s))
+            for s in _plan_features_shapes(_model_of(model), x, return_stages)]
+
+
+# A plain definition rather than torch.library.custom_op, whose Python wrappers cost ~0.1 ms a
+# call (1-2% of XXS at B = 1); no autograd formula (the graph takes the op only without autograd).
+_lib = torch.library.Library("edgevit", "FRAGMENT")
+_lib.define("plan_features(Tensor x, int model, bool return_stages) -> Tensor[]")
+_lib.impl("plan_features", _plan_features, "CompositeExplicitAutograd")
+torch.library.register_fake("edgevit::plan_features", _plan_features_fake, lib=_lib)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,7 +40,9 @@ filters apply on top of that (the default filter shows an identical message once
 """
 from __future__ import annotations
 
+import itertools
 import warnings
+import weakref
 from functools import partial
 from typing import Mapping, Optional, Sequence, Union
 
@@ -108,6 +110,18 @@ def _kernels_unavailable(x: Tensor, param_dtype: torch.dtype) -> Optional[str]:
     if param_dtype != x.dtype:
         return f"the input dtype ({x.dtype}) differs from the parameters' ({param_dtype})"
     return None
+
+
+# Every EdgeVit by a number of its own, which a torch.compile graph holds to name its model in
+# edgevit::plan_features (edgevit.inference). Copies and unpickled models get a new one, so a graph
+# never runs a model it was not traced from; weak values, so a graph keeps no model alive.
+_PLAN_MODELS: "weakref.WeakValueDictionary[int, nn.Module]" = weakref.WeakValueDictionary()
+_PLAN_HANDLES = itertools.count(1)
+
+
+def _register_plan_handle(model: nn.Module) -> None:
+    model._plan_handle = next(_PLAN_HANDLES)
+    _PLAN_MODELS[model._plan_handle] = model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -533,6 +547,7 @@ class EdgeVit(nn.Module):
 
         self.apply(self._init_weights)
         self._inference_plan = None  # built on the first call it can serve (edgevit.inference)
+        _register_plan_handle(self)
         self.set_fused(use_fused)
         if features_only:
             self._to_backbone(out_indices)
@@ -591,6 +606,10 @@ class EdgeVit(nn.Module):
         state["_inference_plan"] = None
         return state
 
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        _register_plan_handle(self)
+
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
         """The parameters that should have no weight decay: every bias and every norm's scale
@@ -619,11 +638,14 @@ class EdgeVit(nn.Module):
         """[B, 3, H, W] -> the final feature map [B, C4, H/32, W/32] after BatchNorm; with
         ``return_stages=True``, the list of the four stage outputs (before that BatchNorm) of
         sizes H/4, H/8, H/16 and H/32, for detection and segmentation backbones."""
-        # ONNX export traces the module tree: the plan's ops have no ONNX form.
-        if self.use_fused and not torch.compiler.is_compiling() and not _exporting_to_onnx():
-            from .inference import run_features  # (edgevit.inference imports this module)
+        # ONNX export traces the module tree: the plan's ops have no ONNX form. Under
+        # torch.compile the plan runs as one op of the graph, edgevit::plan_features, where the
+        # model and input allow it. (edgevit.inference imports this module.)
+        if self.use_fused and not _exporting_to_onnx():
+            from .inference import compiled_features, run_features
 
-            out = run_features(self, x, return_stages)
+            run = compiled_features if torch.compiler.is_compiling() else run_features
+            out = run(self, x, return_stages)
             if out is not None:
                 return out
         stages = []
