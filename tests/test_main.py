@@ -19,18 +19,21 @@ def test_main_tiny_run(tmp_path, capsys):
 
     # header and table
     assert text.startswith("# edgevit-bench: ")
-    for word in ("threads", "ISA", "torch", "onnxruntime", "B=1", "64x64"):
+    for word in ("threads", "ISA", "torch", "onnxruntime", "openvino", "B=1", "64x64", "L2",
+                 "own process", "matmul rate"):
         assert word in text.splitlines()[0]
     rows = {line.split()[1]: line.split() for line in text.splitlines() if line.startswith("xxs ")}
     assert set(rows) == {"eager", "fused"}
-    assert rows["fused"][6] == "100.0%"  # top-1 agreement column
-    assert float(rows["fused"][5]) <= 1e-3  # max |d logits|
+    assert rows["fused"][8] == "100.0%"  # top-1 agreement column
+    assert float(rows["fused"][7]) <= 1e-3  # max |d logits|
+    assert float(rows["fused"][5]) > 0 and rows["fused"][6].endswith("%")  # GFLOP/s, of matmul
     assert f"chart: {chart}" in text and chart.stat().st_size > 1000
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # JSON
     data = json.loads(out.read_text())
     assert data["machine"]["threads"] >= 1 and data["machine"]["isa"]
+    assert data["machine"]["caches"]["l2"] > 0 and data["machine"]["matmul_gflops"] > 0
     assert data["config"]["baselines"] == ["eager", "fused"]
     res = {r["path"]: r for r in data["results"]}
     assert set(res) == {"eager", "fused"}
@@ -42,6 +45,21 @@ def test_main_tiny_run(tmp_path, capsys):
     assert res["fused"]["max_abs_diff"] <= 1e-3
     assert res["fused"]["speedup_vs_eager"] > 0
     assert "FELL BACK" not in res["fused"]["note"]
+    assert res["fused"]["flops"] == res["eager"]["flops"] > 0
+
+
+def test_main_contention_reports_slowdown(tmp_path, capsys):
+    out = tmp_path / "out.json"
+    rc = main(["--variants", "xxs", "--runs", "2", "--warmup", "1", "--baselines", "eager,fused",
+               "--resolution", "64", "--contention", "--chart", "", "--json", str(out), "--no-progress"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "busy ms" in text and "slowdown" in text and "busy: one other process" in text
+    data = json.loads(out.read_text())
+    assert data["config"]["contention"] is True
+    for r in data["results"]:
+        assert len(r["busy_times_ms"]) == 2 and r["busy_median_ms"] > 0
+        assert r["slowdown"] == pytest.approx(r["busy_median_ms"] / r["median_ms"])
 
 
 @pytest.mark.parametrize("argv, message", [
