@@ -439,3 +439,33 @@ def test_deepcopy_and_load_after_a_forward_rebuild_their_plan():
         with torch.no_grad():
             _w(other).mul_(3.0)
             assert not torch.equal(other(x), y) and torch.equal(fused(x), y)
+
+
+def test_fused_tail_runs_no_aten_parallel_op():
+    # BatchNorm, pooling and head as pooling + one linear_fused_prepared (BatchNorm folded in):
+    # ATen's batch_norm and addmm would leave OpenMP workers spinning on the pool's cores.
+    from torch.profiler import profile
+
+    ref, fused = _pair("edgevit_xxs")
+    for B in (1, 8):
+        x = torch.randn(B, 3, 64, 64)
+        with torch.inference_mode():
+            fused(x)
+            with profile() as p:
+                y = fused(x)
+            _close(y, ref(x))
+        names = {e.name for e in p.events()}
+        assert "edgevit::linear_fused_prepared" in names
+        assert not names & {"aten::batch_norm", "aten::addmm", "aten::linear"}, names
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_classes=0), dict(num_classes=0, global_pool="")])
+def test_other_tails_run_forward_head(kwargs):
+    torch.manual_seed(0)
+    ref = edgevit.edgevit_xxs(**kwargs).eval()
+    fused = copy.deepcopy(ref).set_fused(True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        y = fused(x)
+        assert fused._inference_plan is not None and fused._inference_plan._built.head is None
+        _close(y, ref(x))

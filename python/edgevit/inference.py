@@ -44,7 +44,7 @@ from .model import (EdgeVit, GlobalSparseAttn, LGLBlock, LocalAgg, PatchEmbed, S
                     _kernels_unavailable, _load_kernels)
 
 __all__ = ["InferencePlan", "inference_plan", "refresh", "fused_unavailable", "run_features",
-           "compiled_features"]
+           "run_logits", "compiled_features", "compiled_logits"]
 
 
 def inference_plan(model: EdgeVit) -> "InferencePlan":
@@ -79,6 +79,21 @@ def run_features(model: EdgeVit, x: Tensor, return_stages: bool):
     return None if built is None else plan._forward_features(built, x, return_stages)
 
 
+def run_logits(model: EdgeVit, x: Tensor):
+    """``model(x)`` (features, pooling, head) on the model's plan, or None where the plan cannot
+    serve the call or the model's tail is not the official one (then forward_features and
+    forward_head run as usual)."""
+    plan = model._inference_plan
+    if plan is None:
+        if fused_unavailable(model, x) is not None:
+            return None
+        plan = model._inference_plan = InferencePlan(model)
+    built = plan.built_for(x)
+    if built is None or built.head is None:
+        return None
+    return plan._logits(built, x)
+
+
 # ---------------------------------------------------------------------------------------------
 # Under torch.compile.
 #
@@ -101,6 +116,21 @@ def compiled_features(model: EdgeVit, x: Tensor, return_stages: bool):
         return None
     out = torch.ops.edgevit.plan_features(x, model._plan_handle, return_stages)
     return out if return_stages else out[0]
+
+
+def compiled_logits(model: EdgeVit, x: Tensor):
+    """``model(x)`` while torch.compile traces it: the plan with its fused tail (``_head_step``)
+    as the one op ``edgevit::plan_logits``, so the compiled model gives the eager fused model's
+    logits bit for bit; None where the tail is not the official one or the plan cannot serve
+    (then forward_features and forward_head are traced)."""
+    if _is_exporting() or _compile_unavailable(model, x) or not _official_tail(model):
+        return None
+    return torch.ops.edgevit.plan_logits(x, model._plan_handle)
+
+
+def _official_tail(model: EdgeVit) -> bool:
+    return (model.global_pool == "avg" and isinstance(model.pre_logits, nn.Identity)
+            and isinstance(model.head, nn.Linear) and _is_folding_batchnorm(model.norm))
 
 
 def _is_exporting() -> bool:
@@ -171,6 +201,22 @@ _lib = torch.library.Library("edgevit", "FRAGMENT")
 _lib.define("plan_features(Tensor x, int model, bool return_stages) -> Tensor[]")
 _lib.impl("plan_features", _plan_features, "CompositeExplicitAutograd")
 torch.library.register_fake("edgevit::plan_features", _plan_features_fake, lib=_lib)
+
+
+def _plan_logits(x: Tensor, model: int) -> Tensor:
+    """``model(x)`` of the EdgeVit numbered ``model``, run eagerly (plan and fused tail where
+    they can serve the call, else the module tree)."""
+    with torch.no_grad():
+        return _model_of(model)(x).contiguous()
+
+
+def _plan_logits_fake(x, model):
+    return x.new_empty((x.shape[0], _model_of(model).head.out_features))
+
+
+_lib.define("plan_logits(Tensor x, int model) -> Tensor")
+_lib.impl("plan_logits", _plan_logits, "CompositeExplicitAutograd")
+torch.library.register_fake("edgevit::plan_logits", _plan_logits_fake, lib=_lib)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,8 +359,15 @@ class InferencePlan:
         mode)."""
         with torch.no_grad():
             built = self._require(x)
+        return self._logits(built, x)
+
+    def _logits(self, built: "_Built", x: Tensor) -> Tensor:
+        with torch.no_grad():
             with torch.inference_mode():
-                y = self.model.head(self._features(built, x).flatten(2).mean(-1))
+                if built.head is not None:
+                    y = built.head(built.run(x)[-1])
+                else:
+                    y = self.model.forward_head(self._features(built, x))
         return y if torch.is_inference_mode_enabled() else y.clone()
 
     def forward_features(self, x: Tensor, return_stages: bool = False):
@@ -368,6 +421,7 @@ class _Built:
         self.stages = [[_patch_embed_step(self, embed)]
                        + [step for blk in blocks for step in _block_steps(self, blk)]
                        for embed, blocks in zip(_embeds(model), _stages(model))]
+        self.head = _head_step(self, model)
         del self._previous
         self.built_key = self.key(x)
 
@@ -524,3 +578,39 @@ def _self_attn_step(built: _Built, sa: SelfAttn):
         t = _ops.mlp_fused_prepared(t, mlp, eps2, True)
         return t.reshape(B, H, W, C).permute(0, 3, 1, 2)
     return self_attn
+
+
+def _head_step(built: _Built, model: EdgeVit):
+    """BatchNorm, average pooling and the classifier as pooling + one ``linear_fused_prepared``
+    with the BatchNorm folded into the classifier (an affine map commutes with the mean), or
+    None where the tail is not that (then forward_head runs). Why not the ATen ops: BatchNorm's
+    and addmm's OpenMP regions leave OpenMP's workers spinning for milliseconds, on the cores the
+    edgevit pool's workers need next (XXS B = 1 went from ~8 to ~15 ms)."""
+    norm, head = model.norm, model.head
+    if not _official_tail(model):
+        return None
+
+    def build(kernels):
+        s = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+        t = norm.bias - norm.running_mean * s
+        b = head.weight @ t + (head.bias if head.bias is not None else 0)
+        return kernels.linear_prepare((head.weight * s).contiguous(), b)
+
+    prepared = built.prepare(head, "head", [norm.weight, norm.bias, norm.running_mean,
+                                            norm.running_var, head.weight, head.bias], build)
+    n_out = head.out_features
+
+    def step(x: Tensor) -> Tensor:
+        return _ops.linear_fused_prepared(_mean_tokens(x), prepared, n_out, None)
+
+    return step
+
+
+def _mean_tokens(x: Tensor) -> Tensor:
+    """[B, C, H, W] -> [B, C], the mean over H, W; in batch chunks under ATen's parallel grain
+    (32768 elements), so that ATen runs it serially and wakes no OpenMP thread (see above)."""
+    per_image = x[0].numel()
+    chunk = max(1, 32768 // max(1, per_image))
+    if x.shape[0] <= chunk:
+        return x.mean((2, 3))
+    return torch.cat([c.mean((2, 3)) for c in x.split(chunk)])

@@ -674,6 +674,12 @@ class EdgeVit(nn.Module):
         if self.features_only:
             stages = self.forward_features(x, return_stages=True)
             return [stages[i] for i in self.out_indices]
+        if self.use_fused and not _exporting_to_onnx():
+            from .inference import compiled_logits, run_logits  # (it imports this module)
+
+            out = (compiled_logits if torch.compiler.is_compiling() else run_logits)(self, x)
+            if out is not None:
+                return out
         return self.forward_head(self.forward_features(x))
 
 
