@@ -70,12 +70,7 @@ def refresh(model: EdgeVit) -> EdgeVit:
 def run_features(model: EdgeVit, x: Tensor, return_stages: bool):
     """``model.forward_features(x, return_stages)`` on the model's plan, or None where the plan
     cannot serve the call (then the module tree runs)."""
-    plan = model._inference_plan
-    if plan is None:
-        if fused_unavailable(model, x) is not None:
-            return None
-        plan = model._inference_plan = InferencePlan(model)
-    built = plan.built_for(x)
+    plan, built = _plan_for(model, x)
     return None if built is None else plan._forward_features(built, x, return_stages)
 
 
@@ -83,15 +78,18 @@ def run_logits(model: EdgeVit, x: Tensor):
     """``model(x)`` (features, pooling, head) on the model's plan, or None where the plan cannot
     serve the call or the model's tail is not the official one (then forward_features and
     forward_head run as usual)."""
+    plan, built = _plan_for(model, x)
+    return None if built is None or built.head is None else plan._logits(built, x)
+
+
+def _plan_for(model: EdgeVit, x: Tensor):
+    """(the model's plan, its steps for x), made on first use; (None, None) where none serves."""
     plan = model._inference_plan
     if plan is None:
         if fused_unavailable(model, x) is not None:
-            return None
+            return None, None
         plan = model._inference_plan = InferencePlan(model)
-    built = plan.built_for(x)
-    if built is None or built.head is None:
-        return None
-    return plan._logits(built, x)
+    return plan, plan.built_for(x)
 
 
 # ---------------------------------------------------------------------------------------------
