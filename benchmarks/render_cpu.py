@@ -1,6 +1,6 @@
 """Render saved pytest-benchmark JSONs of test_bench_lgl_fused.py into results/cpu.md + cpu.png.
 
-    python benchmarks/render_cpu.py benchmarks/results/raw/cpu*.json [--out benchmarks/results]
+    python benchmarks/render_cpu.py benchmarks/results/raw/cpu*.json --out benchmarks/results/<machine>
 
 Per (stage, batch): median and IQR of each contender, the op's speedup over eager and
 torch.compile, its time over the dense floor, achieved GFLOP/s (dense FLOPs / median), and the

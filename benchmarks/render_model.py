@@ -1,6 +1,6 @@
 """Render a saved pytest-benchmark JSON of test_bench_model.py into results/model.md + model.png.
 
-    python benchmarks/render_model.py benchmarks/results/raw/model[123].json [--out benchmarks/results]
+    python benchmarks/render_model.py benchmarks/results/raw/model[123].json --out benchmarks/results/<machine>
 
 Per (variant, batch): median and IQR of eager, fused (use_fused=True), torch.compile and ONNX
 Runtime; fused's speedup over eager, compile and ORT; and the issue-5 targets checked on the
