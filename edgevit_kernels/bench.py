@@ -73,13 +73,23 @@ FALLBACK_MARK = "runs the unfused reference path"  # text of edgevit's fallback 
 
 
 def cpu_model() -> str:
+    """The CPU's name from /proc/cpuinfo, with its family / model on x86 (a VM's name alone, e.g.
+    "AMD EPYC", does not say which generation) or implementer / part on Arm."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if ":" in line:
+                    key, value = (t.strip() for t in line.split(":", 1))
+                    fields.setdefault(key, value)
     except OSError:
         pass
+    if "model name" in fields:
+        extra = f" (family {fields['cpu family']} model {fields['model']})" if "cpu family" in fields else ""
+        return fields["model name"] + extra
+    if "CPU part" in fields:
+        return (f"{platform.machine()} CPU implementer {fields.get('CPU implementer', '?')} "
+                f"part {fields['CPU part']}")
     return platform.processor() or platform.machine()
 
 
