@@ -8,7 +8,7 @@
 
 One table per file: the machine line (CPU, ISA, caches, tiles, versions) and matmul rate from the
 file's header, then per (model, path) median and IQR, speedup over eager, fused's lead over each
-runtime, GFLOP/s and share of the matmul rate, Δ logits; with --contention, quiet and busy
+runtime (median and range over rounds of the ratio within a round), GFLOP/s and share of the matmul rate, Δ logits; with --contention, quiet and busy
 medians and the slowdown.
 """
 import argparse
@@ -32,7 +32,10 @@ def table(data: dict) -> str:
     fused = {r["variant"]: r["median_ms"] for r in rows if r["path"] == "fused"}
     for r in rows:
         lead = fused.get(r["variant"])
-        lead = f"{r['median_ms'] / lead:.2f}x" if lead and r["path"] != "fused" else ""
+        if "fused_lead" in r:  # within-round ratios; older files have only medians
+            lead = f"{r['fused_lead']:.2f}x ({r['fused_lead_min']:.2f}–{r['fused_lead_max']:.2f})"
+        else:
+            lead = f"{r['median_ms'] / lead:.2f}x" if lead and r["path"] != "fused" else ""
         line = (f"| {r['variant'].upper()} | {r['path']} | {r['median_ms']:.2f} | {r['iqr_ms']:.2f} | "
                 f"{r['speedup_vs_eager']:.2f}x | {lead} | {r['gflops']:.0f} | {100 * r['matmul_share']:.0f}% |")
         line += (f" {r['busy_median_ms']:.2f} | {r['slowdown']:.2f}x |" if busy

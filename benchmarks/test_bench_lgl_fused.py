@@ -107,7 +107,7 @@ def scalar_gemm_call(module, H):
 
 def fused_call(module, H):
     m = module
-    weights, eps = m._op_weights()
+    weights, eps = m.op_weights()
 
     def run(x):
         return torch.ops.edgevit.lgl_fused(
@@ -118,7 +118,7 @@ def fused_call(module, H):
 
 def prepared_call(module, H):
     m = module
-    weights, eps = m._op_weights()
+    weights, eps = m.op_weights()
     prepared = edgevit_kernels.lgl_prepare(*weights, m.sr)
 
     def run(x):

@@ -23,8 +23,10 @@ Runtime's and OpenMP's idle threads spin for a while after a run). ``--contentio
 block twice, quiet and with another process keeping one core busy, and reports each path's
 slowdown.
 
-Reported per (variant, path): median latency, interquartile range, speedup over eager, achieved
-GFLOP/s (FLOPs counted once with ``torch.utils.flop_counter``) and its share of this machine's
+Reported per (variant, path): median latency, interquartile range, speedup over eager, fused's
+lead over the path (the median over rounds of the ratio of the two paths' blocks in one round,
+and its range: on a shared machine whose speed drifts this is steadier than a ratio of
+medians), achieved GFLOP/s (FLOPs counted once with ``torch.utils.flop_counter``) and its share of this machine's
 fp32 matmul rate (``torch.mm`` 2048 x 2048, measured in the same run), max |logit difference|
 against the eager reference and top-1 agreement with it, over the timed batch plus further
 fixed random batches (at least ``EVAL_SAMPLES`` images).
@@ -322,6 +324,15 @@ def compare(outs: list[torch.Tensor], refs: list[torch.Tensor]) -> tuple[float, 
     return diff, agree, total
 
 
+def block_ratios(num_ms: list[float], den_ms: list[float], block_runs: int = BLOCK_RUNS) -> list[float]:
+    """median(num's block k) / median(den's block k) for every block both have: two paths'
+    blocks of one round are taken seconds apart, so the ratio within a round cancels the drift
+    of a shared machine's speed between rounds, which a ratio of whole-run medians keeps."""
+    n = min(len(num_ms), len(den_ms))
+    return [statistics.median(num_ms[k:k + block_runs]) / statistics.median(den_ms[k:k + block_runs])
+            for k in range(0, n, block_runs)]
+
+
 def summarize(times_ms: list[float]) -> dict:
     med = statistics.median(times_ms)
     if len(times_ms) > 1:
@@ -572,15 +583,31 @@ def _run_variant(variant, baselines, batch, H, W, threads, runs, warmup, progres
                              f"{100 * s['iqr_ms'] / s['median_ms']:.0f}% of the median: the machine "
                              "was probably busy; rerun on a quiet machine")
             results.append(r)
+        _add_fused_lead(results)
         return results
     finally:
         for w in workers.values():
             w.stop()
 
 
+def _add_fused_lead(results: list[dict]) -> None:
+    """Per non-fused path: fused's lead over it (this path's time / fused's), the median over
+    rounds of the ratio within a round (quiet blocks), with its range."""
+    fused = next((r for r in results if r["path"] == "fused"), None)
+    if fused is None:
+        return
+    for r in results:
+        if r is fused:
+            continue
+        ratios = block_ratios(r["times_ms"], fused["times_ms"])
+        if ratios:
+            r.update(fused_lead=statistics.median(ratios), fused_lead_min=min(ratios),
+                     fused_lead_max=max(ratios))
+
+
 def format_table(results: list[dict], atol: float = ATOL) -> str:
     busy = any("slowdown" in r for r in results)
-    head = (f"{'model':6} {'path':13} {'median ms':>10} {'IQR ms':>8} {'speedup':>8} {'GFLOP/s':>8} "
+    head = (f"{'model':6} {'path':13} {'median ms':>10} {'IQR ms':>8} {'speedup':>8} {'fused lead':>17} {'GFLOP/s':>8} "
             f"{'of mm':>6} " + (f"{'busy ms':>9} {'slowdown':>8} " if busy else "") +
             f"{'max|dlogit|':>12} {'top-1 agree':>17}  note")
     lines = [head, "-" * len(head)]
@@ -592,8 +619,10 @@ def format_table(results: list[dict], atol: float = ATOL) -> str:
         if r["max_abs_diff"] > atol:
             note = f"MISMATCH (> {atol:g}); " + note
         cont = f"{r['busy_median_ms']:9.2f} {r['slowdown']:7.2f}x " if busy else ""
+        lead = (f"{r['fused_lead']:.2f}x ({r['fused_lead_min']:.2f}-{r['fused_lead_max']:.2f})"
+                if "fused_lead" in r else "")
         lines.append(f"{r['variant']:6} {r['path']:13} {r['median_ms']:10.2f} {r['iqr_ms']:8.2f} "
-                     f"{sp:>8} {r['gflops']:8.1f} {share:>6} {cont}{r['max_abs_diff']:12.2e} "
+                     f"{sp:>8} {lead:>17} {r['gflops']:8.1f} {share:>6} {cont}{r['max_abs_diff']:12.2e} "
                      f"{agree:>17}  {note}".rstrip())
     return "\n".join(lines)
 

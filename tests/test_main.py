@@ -46,6 +46,19 @@ def test_main_tiny_run(tmp_path, capsys):
     assert res["fused"]["speedup_vs_eager"] > 0
     assert "FELL BACK" not in res["fused"]["note"]
     assert res["fused"]["flops"] == res["eager"]["flops"] > 0
+    assert "fused_lead" not in res["fused"]
+    lead = res["eager"]
+    assert lead["fused_lead_min"] <= lead["fused_lead"] <= lead["fused_lead_max"]
+    assert "fused lead" in text.splitlines()[1]
+
+
+def test_block_ratios_pair_the_blocks_of_one_round():
+    from edgevit_kernels.bench import block_ratios
+    # the machine halves its speed after the first round: both paths' second blocks are slower
+    slow = [10, 11, 12, 20, 22, 24, 30]
+    fast = [5, 5, 6, 10, 11, 12, 15]
+    assert block_ratios(slow, fast, block_runs=3) == pytest.approx([2.2, 2.0, 2.0])
+    assert block_ratios(slow, fast[:3], block_runs=3) == pytest.approx([2.2])
 
 
 def test_main_contention_reports_slowdown(tmp_path, capsys):
