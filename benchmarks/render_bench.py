@@ -22,7 +22,8 @@ def table(data: dict) -> str:
     cfg, rows = data["config"], data["results"]
     busy = cfg.get("contention", False)
     m = data["machine"]
-    out = [f"### B = {cfg['batch']}, {cfg['height']}x{cfg['width']}" + (", one core busy" if busy else ""),
+    out = [f"### B = {cfg['batch']}, {cfg['height']}x{cfg['width']}, {m['isa']} kernels"
+           + (", one core busy" if busy else ""),
            "", f"{machine_line(m)}; fp32 matmul rate {m['matmul_gflops']:.0f} GFLOP/s; "
            f"{cfg['runs']} runs per path in blocks of {cfg['block_runs']}, each path in its own process.",
            ""]
