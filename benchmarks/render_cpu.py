@@ -64,6 +64,15 @@ def targets(info, vs_eager, vs_compile, over_floor):
     return ok
 
 
+def _caches(info) -> str:
+    """What the kernels read of this CPU (``edgevit_kernels.cpu_info()``), when the run has it."""
+    c = info.get("cpu_info")
+    if not c:
+        return ""
+    return (f" (nr {c['nr']}), L1d {c['l1d'] >> 10} KiB / L2 {c['l2'] >> 10} KiB / "
+            f"L3 {c['l3'] >> 20} MiB ({c['cache_source']}), pool of {c['threads']} threads")
+
+
 OPS = ("lgl_fused", "prepared")  # the op, weights prepared per call / once
 
 
@@ -80,7 +89,7 @@ def main():
         "# lgl_fused on CPU: latency against eager, torch.compile and the dense floor",
         "",
         f"Measured {data.get('datetime', '')[:19]} on **{first['cpu']}**, {first['threads']} threads, "
-        f"ISA `{first['isa']}`, torch {first['torch']}, Python {mi.get('python_version', '?')}; fp32, "
+        f"ISA `{first['isa']}`{_caches(first)}, torch {first['torch']}, Python {mi.get('python_version', '?')}; fp32, "
         "inference mode, the contenders of each shape back to back in one pytest-benchmark run "
         "(`benchmarks/test_bench_lgl_fused.py`, rendered by `benchmarks/render_cpu.py`)"
         + (f"; {nruns} runs. Each time is the run with the median median; each ratio (speedups, "

@@ -159,7 +159,7 @@ def test_lgl_fused_cpu(benchmark, stage, B, contender, monkeypatch, request):
     benchmark.extra_info.update(
         contender=contender, stage=label, B=B, C=C, heads=heads, r=r, H=H,
         flops=dense_flops(B, C, heads, r, H), proj_flops=proj_flops(C, H),
-        isa=edgevit_kernels.cpu_isa(),
+        isa=edgevit_kernels.cpu_isa(), cpu_info=edgevit_kernels.cpu_info(),
         threads=torch.get_num_threads(), torch=torch.__version__, cpu=_cpu_model(),
     )
     with torch.inference_mode():

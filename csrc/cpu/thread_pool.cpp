@@ -44,8 +44,14 @@ thread_local bool tl_in_pool = false;  // set in workers, and in the caller whil
 // The phase being run. `state` packs the job's generation (high 32 bits) with the next chunk to
 // claim (low 32): a claim is one CAS that succeeds only for the generation the claimer read the
 // job's fields under, so a worker that wakes late can never run a chunk of a later job with the
-// function of an earlier one. The fields are written before the generation is published and are
-// not written again until every chunk of the generation is done.
+// function of an earlier one. A new job first closes the finished generation (its next chunk set
+// to kClosed, which no chunk count reaches), then writes its fields, then publishes its own
+// generation. Without the close, a late worker of generation G that read the next job's fields
+// (a larger chunk count) while `state` still said G could claim "chunk i of G" and run the next
+// job's function on it before that job was published: that chunk ran twice and the `done` count
+// of the new job could be reached early, returning while a chunk still ran.
+constexpr uint64_t kClosed = 0xffffffffu;
+
 struct Pool {
   std::mutex run_mutex;  // one phase at a time (held by the caller for the whole phase)
   uint32_t last_gen = 0;  // under run_mutex
@@ -141,6 +147,8 @@ struct Pool {
 
   void run(int64_t total, int64_t chunks, int threads, const TaskFn& f) {  // under run_mutex
     ensure_workers(threads - 1);
+    // Before any field changes: a worker that reads a field written below also sees this.
+    state.store((static_cast<uint64_t>(last_gen) << 32) | kClosed);
     fn.store(&f, std::memory_order_release);
     n.store(total, std::memory_order_release);
     grain_chunks.store(chunks, std::memory_order_release);
