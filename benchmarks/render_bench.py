@@ -8,8 +8,8 @@
 
 One table per file: the machine line (CPU, ISA, caches, tiles, versions) and matmul rate from the
 file's header, then per (model, path) median and IQR, speedup over eager, fused's lead over each
-runtime (median and range over rounds of the ratio within a round), GFLOP/s and share of the matmul rate, Δ logits; with --contention, quiet and busy
-medians and the slowdown.
+runtime (median and range over rounds of the ratio within a round), GFLOP/s and share of the
+matmul rate, Δ logits; with --contention, quiet and busy medians and the slowdown.
 """
 import argparse
 import json
@@ -32,11 +32,12 @@ def table(data: dict) -> str:
     out += [head, "|" + "---|" * (10 if busy else 9)]
     fused = {r["variant"]: r["median_ms"] for r in rows if r["path"] == "fused"}
     for r in rows:
-        lead = fused.get(r["variant"])
         if "fused_lead" in r:  # within-round ratios; older files have only medians
             lead = f"{r['fused_lead']:.2f}x ({r['fused_lead_min']:.2f}–{r['fused_lead_max']:.2f})"
+        elif r["path"] != "fused" and r["variant"] in fused:
+            lead = f"{r['median_ms'] / fused[r['variant']]:.2f}x"
         else:
-            lead = f"{r['median_ms'] / lead:.2f}x" if lead and r["path"] != "fused" else ""
+            lead = ""
         line = (f"| {r['variant'].upper()} | {r['path']} | {r['median_ms']:.2f} | {r['iqr_ms']:.2f} | "
                 f"{r['speedup_vs_eager']:.2f}x | {lead} | {r['gflops']:.0f} | {100 * r['matmul_share']:.0f}% |")
         line += (f" {r['busy_median_ms']:.2f} | {r['slowdown']:.2f}x |" if busy

@@ -6,9 +6,10 @@
 Per (stage, batch): median and IQR of each contender, the op's speedup over eager and
 torch.compile, its time over the dense floor, achieved GFLOP/s (dense FLOPs / median), and the
 targets checked on these numbers (stages with r > 1, B = 1 and 8: at least 4x over eager and
-torch.compile, or at most 1.2x the floor; every shape at most 1.5x the floor). Given several runs, each time cell comes from the run
-with the median median of that cell, and each ratio is the median over runs of the ratio
-measured within one run (the contenders of a shape run back to back).
+torch.compile, or at most 1.2x the floor; every shape at most 1.5x the floor). Given several
+runs, each time cell comes from the run with the median median of that cell, and each ratio is
+the median over runs of the ratio measured within one run (the contenders of a shape run back
+to back).
 """
 from __future__ import annotations
 

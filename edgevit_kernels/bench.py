@@ -26,8 +26,8 @@ slowdown.
 Reported per (variant, path): median latency, interquartile range, speedup over eager, fused's
 lead over the path (the median over rounds of the ratio of the two paths' blocks in one round,
 and its range: on a shared machine whose speed drifts this is steadier than a ratio of
-medians), achieved GFLOP/s (FLOPs counted once with ``torch.utils.flop_counter``) and its share of this machine's
-fp32 matmul rate (``torch.mm`` 2048 x 2048, measured in the same run), max |logit difference|
+medians), achieved GFLOP/s (FLOPs counted once with ``torch.utils.flop_counter``) and its share
+of this machine's fp32 matmul rate (``torch.mm`` 2048 x 2048, measured in the same run), max |logit difference|
 against the eager reference and top-1 agreement with it, over the timed batch plus further
 fixed random batches (at least ``EVAL_SAMPLES`` images).
 
