@@ -22,10 +22,10 @@
 // Invariants (no out-of-bounds access): A is read only at rows < M and columns < K; bias only
 // at columns < N (vmaskmovps loads, which do not fault on masked-off lanes); packed panels are
 // read whole (they are zero-padded to 8 columns); C is written only at rows < M, columns < N
-// (vmaskmovps store on the group's last vector); gemm_add reads R where it stores C (the same
-// masks); gemm_scatter stores like C into its non-null destination rows, reading e with the
-// same masks. pack_weight_t reads W only at rows < N, columns < K (masked loads) and writes
-// only its panels.
+// (the group's last vector: a full, 128-bit or vmaskmovps store by its valid columns); gemm_add
+// reads R where it stores C (the same masks); gemm_scatter stores like C into its non-null
+// destination rows, reading e with the same masks. pack_weight_t reads W only at rows < N,
+// columns < K (masked loads) and writes only its panels.
 //
 // Only intrinsics and plain C in this file: no std:: templates/inline functions, whose
 // AVX2-compiled copies the linker could pick for callers on CPUs without AVX2.
@@ -75,6 +75,20 @@ static inline __attribute__((always_inline)) __m256 epilogue(__m256 v, const flo
   return v;
 }
 
+// The last vector of a tile row (nlast valid lanes, mask m): vmaskmovps only where no plain
+// store fits, since its stores are slow on AMD even with every lane set (gemms with N = 48 and
+// 384 ran 1.2x faster on Zen 4 with plain stores: docs/performance-notes.md); 4 lanes (N = 36,
+// head_dim 36) take a 128-bit store.
+static inline __attribute__((always_inline)) void store_last(float* c, int64_t nlast,
+                                                             __m256i m, __m256 v) {
+  if (nlast >= 8)
+    _mm256_storeu_ps(c, v);
+  else if (nlast == 4)
+    _mm_storeu_ps(c, _mm256_castps256_ps128(v));
+  else
+    _mm256_maskstore_ps(c, m, v);
+}
+
 // C[0:MR, 0:NV*8) = init + A[0:MR, 0:K) * B, B = NV panels of [K, 8], ps floats apart.
 // Only the first nlast columns of the last vector are stored (the mask is made after the k
 // loop: all 16 ymm registers are busy in it). The accumulators are named variables
@@ -84,7 +98,7 @@ static inline __attribute__((always_inline)) __m256 epilogue(__m256 v, const flo
 template <int MR, int NV, int EP>
 void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict B,
           int64_t ps, const Avx2Group& g, float* __restrict C, int64_t ldc, const GemmEpArgs& ep,
-          const char* pf, int64_t pf_step) {
+          const TilePrefetch& pf) {
   static_assert(MR >= 1 && MR <= 12 && NV >= 1 && NV <= 3, "tile shape");
   const __m256* init = g.init;
   const int64_t nlast = g.nlast;
@@ -93,20 +107,24 @@ void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __rest
   EDGEVIT_ROWS(EDGEVIT_DECL)
 #undef EDGEVIT_DECL
   const float* b = B;
-  for (int64_t k = 0; k < K; ++k, b += kNR) {
-    _mm_prefetch(pf + k * pf_step, _MM_HINT_T1);  // the next panel group (GroupPrefetch)
-    const __m256 b0 = _mm256_loadu_ps(b);
-    const __m256 b1 = NV > 1 ? _mm256_loadu_ps(b + ps) : b0;
-    const __m256 b2 = NV > 2 ? _mm256_loadu_ps(b + 2 * ps) : b0;
-#define EDGEVIT_FMA(r)                                                    \
-    if constexpr (MR > r) {                                              \
-      const __m256 a = _mm256_set1_ps(A[r * lda + k]);                   \
-      c##r##_0 = _mm256_fmadd_ps(a, b0, c##r##_0);                       \
-      if constexpr (NV > 1) c##r##_1 = _mm256_fmadd_ps(a, b1, c##r##_1); \
-      if constexpr (NV > 2) c##r##_2 = _mm256_fmadd_ps(a, b2, c##r##_2); \
-    }
-    EDGEVIT_ROWS(EDGEVIT_FMA)
+  const char* pfp = pf.at;  // the next panel group (GroupPrefetch)
+  for (int64_t k0 = 0; k0 < K; k0 += pf.every, pfp += pf.stride) {
+    _mm_prefetch(pfp, _MM_HINT_T1);
+    const int64_t k1 = K - k0 < pf.every ? K : k0 + pf.every;
+    for (int64_t k = k0; k < k1; ++k, b += kNR) {
+      const __m256 b0 = _mm256_loadu_ps(b);
+      const __m256 b1 = NV > 1 ? _mm256_loadu_ps(b + ps) : b0;
+      const __m256 b2 = NV > 2 ? _mm256_loadu_ps(b + 2 * ps) : b0;
+#define EDGEVIT_FMA(r)                                                     \
+      if constexpr (MR > r) {                                              \
+        const __m256 a = _mm256_set1_ps(A[r * lda + k]);                   \
+        c##r##_0 = _mm256_fmadd_ps(a, b0, c##r##_0);                       \
+        if constexpr (NV > 1) c##r##_1 = _mm256_fmadd_ps(a, b1, c##r##_1); \
+        if constexpr (NV > 2) c##r##_2 = _mm256_fmadd_ps(a, b2, c##r##_2); \
+      }
+      EDGEVIT_ROWS(EDGEVIT_FMA)
 #undef EDGEVIT_FMA
+    }
   }
   const __m256i last = tail_mask(nlast);
   const __m256i full = tail_mask(kNR);
@@ -119,17 +137,17 @@ void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __rest
     const __m256 s = EP == kScatter ? _mm256_set1_ps(ep.scale[r]) : i0;              \
     if (EP != kScatter || c) {                                                       \
       if constexpr (NV == 1)                                                         \
-        _mm256_maskstore_ps(c, last, epilogue<EP>(c##r##_0, rr, last, s, ev));       \
+        store_last(c, nlast, last, epilogue<EP>(c##r##_0, rr, last, s, ev));         \
       if constexpr (NV == 2) {                                                       \
         _mm256_storeu_ps(c, epilogue<EP>(c##r##_0, rr, full, s, ev));                \
-        _mm256_maskstore_ps(c + kNR, last,                                           \
-                            epilogue<EP>(c##r##_1, rr + kNR, last, s, ev + kNR));    \
+        store_last(c + kNR, nlast, last,                                            \
+                   epilogue<EP>(c##r##_1, rr + kNR, last, s, ev + kNR));             \
       }                                                                              \
       if constexpr (NV == 3) {                                                       \
         _mm256_storeu_ps(c, epilogue<EP>(c##r##_0, rr, full, s, ev));                \
         _mm256_storeu_ps(c + kNR, epilogue<EP>(c##r##_1, rr + kNR, full, s, ev + kNR)); \
-        _mm256_maskstore_ps(c + 2 * kNR, last,                                       \
-                            epilogue<EP>(c##r##_2, rr + 2 * kNR, last, s, ev + 2 * kNR)); \
+        store_last(c + 2 * kNR, nlast, last,                                        \
+                   epilogue<EP>(c##r##_2, rr + 2 * kNR, last, s, ev + 2 * kNR));     \
       }                                                                              \
     }                                                                                \
   }

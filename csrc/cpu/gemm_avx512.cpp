@@ -82,7 +82,7 @@ static inline __attribute__((always_inline)) __m512 epilogue(__m512 v, const flo
 template <int MR, int NV, int EP>
 void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict B,
           int64_t ps, const Avx512Group& g, float* __restrict C, int64_t ldc,
-          const GemmEpArgs& ep, const char* pf, int64_t pf_step) {
+          const GemmEpArgs& ep, const TilePrefetch& pf) {
   static_assert(MR >= 1 && MR <= 14 && NV >= 1 && NV <= 3, "tile shape");
   const __m512* init = g.init;
   const __mmask16 last = g.last;
@@ -91,20 +91,24 @@ void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __rest
   EDGEVIT_ROWS(EDGEVIT_DECL)
 #undef EDGEVIT_DECL
   const float* b = B;
-  for (int64_t k = 0; k < K; ++k, b += kNR) {
-    _mm_prefetch(pf + k * pf_step, _MM_HINT_T1);  // the next panel group (GroupPrefetch)
-    const __m512 b0 = _mm512_loadu_ps(b);
-    const __m512 b1 = NV > 1 ? _mm512_loadu_ps(b + ps) : b0;
-    const __m512 b2 = NV > 2 ? _mm512_loadu_ps(b + 2 * ps) : b0;
-#define EDGEVIT_FMA(r)                                                 \
-    if constexpr (MR > r) {                                           \
-      const __m512 a = _mm512_set1_ps(A[r * lda + k]);                \
-      c##r##_0 = _mm512_fmadd_ps(a, b0, c##r##_0);                    \
-      if constexpr (NV > 1) c##r##_1 = _mm512_fmadd_ps(a, b1, c##r##_1); \
-      if constexpr (NV > 2) c##r##_2 = _mm512_fmadd_ps(a, b2, c##r##_2); \
-    }
-    EDGEVIT_ROWS(EDGEVIT_FMA)
+  const char* pfp = pf.at;  // the next panel group (GroupPrefetch)
+  for (int64_t k0 = 0; k0 < K; k0 += pf.every, pfp += pf.stride) {
+    _mm_prefetch(pfp, _MM_HINT_T1);
+    const int64_t k1 = K - k0 < pf.every ? K : k0 + pf.every;
+    for (int64_t k = k0; k < k1; ++k, b += kNR) {
+      const __m512 b0 = _mm512_loadu_ps(b);
+      const __m512 b1 = NV > 1 ? _mm512_loadu_ps(b + ps) : b0;
+      const __m512 b2 = NV > 2 ? _mm512_loadu_ps(b + 2 * ps) : b0;
+#define EDGEVIT_FMA(r)                                                     \
+      if constexpr (MR > r) {                                              \
+        const __m512 a = _mm512_set1_ps(A[r * lda + k]);                   \
+        c##r##_0 = _mm512_fmadd_ps(a, b0, c##r##_0);                       \
+        if constexpr (NV > 1) c##r##_1 = _mm512_fmadd_ps(a, b1, c##r##_1); \
+        if constexpr (NV > 2) c##r##_2 = _mm512_fmadd_ps(a, b2, c##r##_2); \
+      }
+      EDGEVIT_ROWS(EDGEVIT_FMA)
 #undef EDGEVIT_FMA
+    }
   }
 #define EDGEVIT_STORE(r)                                                              \
   if constexpr (MR > r) {                                                            \

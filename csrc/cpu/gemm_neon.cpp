@@ -74,11 +74,11 @@ static inline __attribute__((always_inline)) float32x4_t epilogue(float32x4_t v,
 // C[0:MR, 0:nlast) = init + A[0:MR, 0:K) * B, B one panel [K, 8]. The accumulators c<row>_<half>
 // and A registers a<row> are named variables, not arrays: GCC (-O2) keeps such arrays in memory.
 #define EDGEVIT_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-// No software prefetch (ps, pf, pf_step unused): one panel per tile.
+// No software prefetch (ps and pf unused): one panel per tile.
 template <int MR, int EP>
 void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict B,
           int64_t /*ps*/, const NeonGroup& g, float* __restrict C, int64_t ldc,
-          const GemmEpArgs& ep, const char* /*pf*/, int64_t /*pf_step*/) {
+          const GemmEpArgs& ep, const TilePrefetch& /*pf*/) {
   static_assert(MR >= 1 && MR <= kMRMax, "tile shape");
   const float* init = g.init;
   const int64_t nlast = g.nlast;

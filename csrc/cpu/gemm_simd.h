@@ -40,7 +40,7 @@ enum Epilogue { kStore, kGelu, kAddR, kScatter };
 template <typename Group>
 using TileFn = void (*)(int64_t K, const float* A, int64_t lda, const float* B, int64_t ps,
                         const Group& g, float* C, int64_t ldc, const GemmEpArgs& ep,
-                        const char* pf, int64_t pf_step);
+                        const TilePrefetch& pf);
 
 // The gemm with epilogue EP and its operands (at the gemm's first row and column).
 template <typename U, int EP>
@@ -66,7 +66,7 @@ void gemm_ep(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const
       if constexpr (EP == kScatter)
         t.scale = ep.scale + m0, t.e = ep.e + n0, t.dst = ep.dst + m0, t.n0 = n0;
       tiles[mr](K, A + m0 * lda, lda, Bp + p * ps, ps, g,
-                EP == kScatter ? nullptr : C + m0 * ldc + n0, ldc, t, pf.at(blk), pf.step);
+                EP == kScatter ? nullptr : C + m0 * ldc + n0, ldc, t, pf.at(blk));
       m0 += mr;
     }
     p += nv;

@@ -101,23 +101,34 @@ struct GemmEpArgs {
 // Software prefetch of the next panel group, for the SIMD gemms. A gemm runs its panels in
 // groups (up to max_group panels of ps elements each), each group over all its row tiles.
 // Weights larger than L2 (the MLPs of C >= 240) come from L3 when a group starts, so while one
-// group runs, the next one's panels (contiguous after it) are prefetched into L2: each of the
-// group's `tiles` row tiles takes an equal share, one prefetch per k step, `step` bytes apart.
-// Row tile t prefetches [at(t), at(t) + K * step), all inside the next group. With no next group
-// step is 0 and at(t) is the current group: one repeated, harmless prefetch. Prefetches never
-// fault and are not loads (gains: docs/performance-notes.md).
+// group runs, the next one's panels (contiguous after it) are prefetched: each of the group's
+// `tiles` row tiles takes an equal share of `share` bytes from at(t). A tile prefetches once per
+// `every` k steps, `stride` bytes apart: one cache line per prefetch where the share is under a
+// line per k step (the usual case: share / K is 96 / tiles bytes for AVX2), else one per k step.
+// Not one per k step always: on small-K gemms most of those hit the same line, and on AMD (whose
+// prefetches go to L1 whatever the hint) they took load slots from a tile that needs them,
+// 1.1-1.4x on AVX2 gemms with K = 96 (docs/performance-notes.md). With no next group the tile
+// prefetches once. Prefetches never fault and are not loads.
+struct TilePrefetch {
+  const char* at;
+  int64_t every, stride;
+};
+
 struct GroupPrefetch {
+  static constexpr int64_t kLine = 64;
   const char* base;
-  int64_t share, step;
+  int64_t share, every, stride;
   // The group after the one that ends at panel `end` of `panels`, in a packed B at Bp.
   GroupPrefetch(const float* Bp, int64_t end, int64_t panels, int64_t max_group, int64_t ps,
                 int64_t tiles, int64_t K) {
     const int64_t next = panels - end < max_group ? panels - end : max_group;
     base = reinterpret_cast<const char*>(Bp + (next ? end : end - 1) * ps);
     share = next * ps * int64_t(sizeof(float)) / tiles;
-    step = K > 0 ? share / K : 0;
+    const int64_t step = K > 0 ? share / K : 0;  // bytes of the share per k step
+    every = step >= kLine ? 1 : step > 0 ? kLine / step : (K > 0 ? K : 1);
+    stride = step >= kLine ? step : kLine;
   }
-  const char* at(int64_t tile) const { return base + tile * share; }
+  TilePrefetch at(int64_t tile) const { return {base + tile * share, every, stride}; }
 };
 
 template <typename T>
