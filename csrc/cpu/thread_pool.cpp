@@ -24,10 +24,12 @@ namespace {
 // A few chunks per thread: small enough that a preempted worker's chunk is a small part of a
 // phase, large enough that claiming (one CAS) and the per-chunk setup of a task stay negligible.
 constexpr int kChunksPerThread = 4;
-// A worker spins this long after its last chunk before it sleeps: the gap between two phases of
-// one op, or between two ops of a forward, is mostly shorter, and waking a sleeping thread costs
-// a system call and a scheduler round trip (tens of microseconds in a VM).
-constexpr auto kWorkerSpin = std::chrono::microseconds(300);
+// A worker spins this long after its last chunk before it sleeps: most gaps between two phases
+// of one op are shorter, and waking a sleeping thread costs a system call and a scheduler round
+// trip. Kept short because a spinning worker uses up its share of a core that another process
+// wants: the scheduler then favours that process when the next phase needs the core, and a
+// thread that slept is the one it wakes first (docs/performance-notes.md, "Worker spin").
+constexpr auto kWorkerSpin = std::chrono::microseconds(30);
 // The caller spins this long for claimed chunks to finish before it starts yielding its core.
 constexpr auto kCallerSpin = std::chrono::microseconds(50);
 
