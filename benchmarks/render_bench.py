@@ -24,7 +24,8 @@ def table(data: dict) -> str:
     m = data["machine"]
     out = [f"### B = {cfg['batch']}, {cfg['height']}x{cfg['width']}, {m['isa']} kernels"
            + (", one core busy" if busy else ""),
-           "", f"{machine_line(m)}; fp32 matmul rate {m['matmul_gflops']:.0f} GFLOP/s; "
+           "", ((f"Started {data['started']}; ") if "started" in data else "")
+           + f"{machine_line(m)}; fp32 matmul rate {m['matmul_gflops']:.0f} GFLOP/s; "
            f"{cfg['runs']} runs per path in blocks of {cfg['block_runs']}, each path in its own process.",
            ""]
     head = "| model | path | median ms | IQR ms | vs eager | fused vs this | GFLOP/s | of matmul |"

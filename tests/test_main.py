@@ -34,6 +34,11 @@ def test_main_tiny_run(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["machine"]["threads"] >= 1 and data["machine"]["isa"]
     assert data["machine"]["caches"]["l2"] > 0 and data["machine"]["matmul_gflops"] > 0
+    assert data["started"][:2] == "20" and "T" in data["started"]
+    # the shares use the better of the rates measured before and after the runs
+    assert data["machine"]["matmul_gflops"] == max(data["machine"]["matmul_gflops_before_after"])
+    for r in data["results"]:
+        assert r["matmul_share"] == pytest.approx(r["gflops"] / data["machine"]["matmul_gflops"])
     assert data["config"]["baselines"] == ["eager", "fused"]
     res = {r["path"]: r for r in data["results"]}
     assert set(res) == {"eager", "fused"}
