@@ -36,6 +36,52 @@ static inline __m512 opaque(__m512 v) {
 
 // softmax
 
+// Softmax of G rows at once, each row's arithmetic exactly that of a row alone (the same bits):
+// one row's max, sum and 1 / sum are dependency chains and horizontal reductions that leave the
+// FMA ports idle; G independent rows fill them (docs/performance-notes.md).
+template <int G>
+static inline void softmax_group(int64_t nfull, __mmask16 tm, __m512 vscale, float* S,
+                                 int64_t ld) {
+  float* s[G];
+  __m512 acc[G], vmx[G];
+  for (int g = 0; g < G; ++g) s[g] = S + g * ld, acc[g] = _mm512_set1_ps(-INFINITY);
+  // max of s * scale. A NaN may or may not win here; either way every output is NaN, since
+  // exp(NaN - max) enters the sum, as in the scalar reference.
+  for (int64_t j = 0; j < nfull; j += 16)
+    for (int g = 0; g < G; ++g)
+      acc[g] = _mm512_max_ps(acc[g], _mm512_mul_ps(_mm512_loadu_ps(s[g] + j), vscale));
+  if (tm)
+    for (int g = 0; g < G; ++g) {
+      const __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(tm, s[g] + nfull), vscale);
+      acc[g] = _mm512_mask_max_ps(acc[g], tm, acc[g], x);
+    }
+  for (int g = 0; g < G; ++g)
+    vmx[g] = _mm512_set1_ps(_mm512_reduce_max_ps(acc[g])), acc[g] = _mm512_setzero_ps();
+  // s = exp(s * scale - max) (s * scale rounded first, as the scalar stores it), sum.
+  for (int64_t j = 0; j < nfull; j += 16)
+    for (int g = 0; g < G; ++g) {
+      const __m512 x = opaque(_mm512_mul_ps(_mm512_loadu_ps(s[g] + j), vscale));
+      const __m512 e = exp512(_mm512_sub_ps(x, vmx[g]));
+      _mm512_storeu_ps(s[g] + j, e);
+      acc[g] = _mm512_add_ps(acc[g], e);
+    }
+  if (tm)
+    for (int g = 0; g < G; ++g) {
+      const __m512 x = opaque(_mm512_mul_ps(_mm512_maskz_loadu_ps(tm, s[g] + nfull), vscale));
+      const __m512 e = exp512(_mm512_sub_ps(x, vmx[g]));
+      _mm512_mask_storeu_ps(s[g] + nfull, tm, e);
+      acc[g] = _mm512_mask_add_ps(acc[g], tm, acc[g], e);
+    }
+  for (int g = 0; g < G; ++g) acc[g] = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(acc[g]));
+  for (int64_t j = 0; j < nfull; j += 16)
+    for (int g = 0; g < G; ++g)
+      _mm512_storeu_ps(s[g] + j, _mm512_mul_ps(_mm512_loadu_ps(s[g] + j), acc[g]));
+  if (tm)
+    for (int g = 0; g < G; ++g)
+      _mm512_mask_storeu_ps(s[g] + nfull, tm,
+                            _mm512_mul_ps(_mm512_maskz_loadu_ps(tm, s[g] + nfull), acc[g]));
+}
+
 }  // namespace
 
 void softmax_rows_avx512(int64_t M, int64_t N, float scale, float* S, int64_t ld) {
@@ -43,39 +89,11 @@ void softmax_rows_avx512(int64_t M, int64_t N, float scale, float* S, int64_t ld
   const int64_t nfull = N / 16 * 16;
   const __mmask16 tm = tail_mask(N - nfull);
   const __m512 vscale = _mm512_set1_ps(scale);
-  for (int64_t m = 0; m < M; ++m) {
-    float* s = S + m * ld;
-    // max of s * scale. A NaN may or may not win here; either way every output is NaN, since
-    // exp(NaN - max) enters the sum, as in the scalar reference.
-    __m512 vmax = _mm512_set1_ps(-INFINITY);
-    for (int64_t j = 0; j < nfull; j += 16)
-      vmax = _mm512_max_ps(vmax, _mm512_mul_ps(_mm512_loadu_ps(s + j), vscale));
-    if (tm) {
-      const __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(tm, s + nfull), vscale);
-      vmax = _mm512_mask_max_ps(vmax, tm, vmax, x);
-    }
-    const __m512 vmx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
-    // s = exp(s * scale - max) (s * scale rounded first, as the scalar stores it), sum.
-    __m512 vsum = _mm512_setzero_ps();
-    for (int64_t j = 0; j < nfull; j += 16) {
-      const __m512 x = opaque(_mm512_mul_ps(_mm512_loadu_ps(s + j), vscale));
-      const __m512 e = exp512(_mm512_sub_ps(x, vmx));
-      _mm512_storeu_ps(s + j, e);
-      vsum = _mm512_add_ps(vsum, e);
-    }
-    if (tm) {
-      const __m512 x = opaque(_mm512_mul_ps(_mm512_maskz_loadu_ps(tm, s + nfull), vscale));
-      const __m512 e = exp512(_mm512_sub_ps(x, vmx));
-      _mm512_mask_storeu_ps(s + nfull, tm, e);
-      vsum = _mm512_mask_add_ps(vsum, tm, vsum, e);
-    }
-    const __m512 vinv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
-    for (int64_t j = 0; j < nfull; j += 16)
-      _mm512_storeu_ps(s + j, _mm512_mul_ps(_mm512_loadu_ps(s + j), vinv));
-    if (tm)
-      _mm512_mask_storeu_ps(s + nfull, tm,
-                            _mm512_mul_ps(_mm512_maskz_loadu_ps(tm, s + nfull), vinv));
-  }
+  int64_t m = 0;
+  for (; m + 8 <= M; m += 8) softmax_group<8>(nfull, tm, vscale, S + m * ld, ld);
+  if (m + 4 <= M) softmax_group<4>(nfull, tm, vscale, S + m * ld, ld), m += 4;
+  if (m + 2 <= M) softmax_group<2>(nfull, tm, vscale, S + m * ld, ld), m += 2;
+  if (m < M) softmax_group<1>(nfull, tm, vscale, S + m * ld, ld);
 }
 
 #endif
